@@ -1,0 +1,57 @@
+/**
+ * What PostgreSQL and socket error codes mean for the lifecycle. Shared by every driver, since
+ * SQLSTATEs and errnos are the same whichever client reads them.
+ * @module
+ */
+import type { Classified } from './driver.js'
+
+// Wrong credentials: a retry cannot succeed and would only lock the account or flood the log.
+const AUTH = new Set(['28P01', '28000', 'SASL_SIGNATURE_MISMATCH'])
+// The server or the client refuses the configuration itself: unknown database, TLS trust failure.
+const CONFIG = new Set([
+  '3D000', '42704', '0A000', 'AUTH_TYPE_NOT_IMPLEMENTED', 'ENOTFOUND',
+  'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'CERT_HAS_EXPIRED', 'ERR_TLS_CERT_ALTNAME_INVALID', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+])
+// Only ever raised while opening a connection, so no statement of the caller was sent.
+const TRANSIENT = new Set([
+  '53300', '53400', '57P03', '08001', '08004', 'ECONNREFUSED', 'EAI_AGAIN', 'EHOSTUNREACH',
+  'ENETUNREACH', 'CONNECT_TIMEOUT',
+])
+// The connection died; whatever was in flight may or may not have reached the server.
+const CONNECTION = new Set([
+  '57P01', '57P02', '08000', '08003', '08006', 'CONNECTION_CLOSED', 'CONNECTION_DESTROYED',
+  'CONNECTION_ENDED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ERR_STREAM_DESTROYED', 'ERR_SOCKET_CLOSED',
+])
+
+export function errorCode(err: unknown): string | undefined {
+  if (!err || typeof err !== 'object') return undefined
+  const code = (err as { code?: unknown }).code ?? (err as { errno?: unknown }).errno
+  return typeof code === 'string' ? code : undefined
+}
+
+/** Classifies by code; `extra` lets a driver add codes of its own (e.g. a WebSocket close). */
+export function classifyCode(code: string | undefined, extra?: (code: string | undefined) => Classified | undefined): Classified {
+  const own = extra?.(code)
+  if (own) return own
+  if (code === undefined) return { kind: 'query', code, notSent: false }
+  if (AUTH.has(code)) return { kind: 'auth', code, notSent: true }
+  if (CONFIG.has(code) || code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL')) return { kind: 'config', code, notSent: true }
+  if (TRANSIENT.has(code)) return { kind: 'transient', code, notSent: true }
+  if (CONNECTION.has(code)) return { kind: 'connection', code, notSent: false }
+  return { kind: 'query', code, notSent: false }
+}
+
+/**
+ * Tracks, from the statements sent, whether a transaction is open, so hygiene costs no round
+ * trip when none is. Leading comments are skipped; `ROLLBACK TO SAVEPOINT` keeps it open.
+ */
+export function nextTxState(open: boolean, text: string): boolean {
+  for (const raw of text.split(';')) {
+    const stmt = raw.replace(/^(\s+|--[^\n]*\n?|\/\*[\s\S]*?\*\/)*/, '').toLowerCase()
+    if (/^(begin|start\s+transaction)\b/.test(stmt)) open = true
+    else if (/^(commit|end|abort|prepare\s+transaction)\b/.test(stmt)) open = /\band\s+chain\b/.test(stmt)
+    else if (/^rollback\b/.test(stmt) && !/^rollback\s+(work\s+|transaction\s+)?to\b/.test(stmt)) open = /\band\s+chain\b/.test(stmt)
+  }
+  return open
+}

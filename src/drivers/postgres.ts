@@ -1,0 +1,160 @@
+/**
+ * postgres.js (`postgres`) under the warmconn lifecycle. Each warmconn connection is a postgres.js
+ * instance with `max: 1` and its own timers switched off, so the holder alone decides when to
+ * ping, close and replace. Callers get the real `sql`: tagged templates, `sql.begin`, `sql.unsafe`.
+ * @module
+ */
+import postgres from 'postgres'
+import type { Classified, Driver, DriverConnection, OpenOptions } from '../driver.js'
+import { classifyCode, errorCode, nextTxState } from '../classify.js'
+import { InvalidOptionError } from '../errors.js'
+import { Holder } from '../holder.js'
+import type { HolderOptions } from '../options.js'
+import { sharedHolder, stableKey } from '../registry.js'
+
+export type Sql = postgres.Sql<Record<string, never>>
+export type PostgresOptions = postgres.Options<Record<string, never>>
+
+export interface WarmPostgresOptions extends HolderOptions {
+  /** Passed through to postgres.js (ssl, prepare, types, transform...), except what warmconn owns. */
+  postgres?: PostgresOptions
+}
+
+// The holder owns pool size and every timer; letting postgres.js run its own would close or
+// reconnect behind the holder's back.
+const OWNED = {
+  max: 'maxConnections',
+  idle_timeout: 'idleTimeoutMs',
+  max_lifetime: 'maxLifetimeMs',
+  connect_timeout: 'connectTimeoutMs',
+  timeout: 'idleTimeoutMs',
+} as const
+
+/**
+ * The shared holder for this URL and these options: created on first call, the same live one on
+ * every later call (a warm invocation), a different one for another database, role or option set.
+ * @example
+ * const db = warmPostgres(process.env.DATABASE_URL)
+ * export const handler = () => db.run((sql) => sql`select now()`)
+ */
+export function warmPostgres(url: string | undefined, options: WarmPostgresOptions = {}): Holder<Sql> {
+  const { postgres: pgOptions, ...holderOptions } = options ?? {}
+  const driver = postgresDriver(url, pgOptions)
+  const key = stableKey({ driver: 'postgres', url, pgOptions, holderOptions })
+  return sharedHolder(key, (forget) => new Holder(driver, holderOptions, { onClose: forget }))
+}
+
+/** The driver alone, for building a holder by hand: `new Holder(postgresDriver(url), options)`. */
+export function postgresDriver(url: string | undefined, pgOptions: PostgresOptions = {}): Driver<Sql> {
+  const parsed = parseUrl(url)
+  if (pgOptions === null || typeof pgOptions !== 'object') throw new InvalidOptionError('postgres', 'expected an object of postgres.js options')
+  for (const [key, instead] of Object.entries(OWNED)) {
+    if (key in pgOptions) throw new InvalidOptionError(`postgres.${key}`, `warmconn manages this; use the "${instead}" option instead`)
+  }
+  const secrets = passwordsOf(parsed, pgOptions)
+  const user = pgOptions.user ?? pgOptions.username ?? decodeURIComponent(parsed.username)
+  const host = pgOptions.host ?? parsed.hostname
+  const port = pgOptions.port ?? (parsed.port || 5432)
+  const database = pgOptions.database ?? pgOptions.db ?? decodeURIComponent(parsed.pathname.slice(1))
+
+  return {
+    name: 'postgres',
+    secrets,
+    target: `${user || '(default user)'}@${host}:${port}/${database || '(default database)'}`,
+    open: (options) => openConnection(url!, pgOptions, options),
+    classify: (err): Classified => classifyCode(errorCode(err)),
+  }
+}
+
+async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOptions): Promise<DriverConnection<Sql>> {
+  let inTransaction = false
+  let ready = false
+  let ending = false
+  const userNotice = pgOptions.onnotice
+  const sql = postgres(url, {
+    ...pgOptions,
+    max: 1,
+    idle_timeout: 0,
+    max_lifetime: 0,
+    connect_timeout: o.connectTimeoutMs / 1000,
+    connection: { application_name: o.applicationName, ...pgOptions.connection },
+    onclose(id) {
+      if (ready && !ending) o.onBroken()
+      pgOptions.onclose?.(id)
+    },
+    debug(id, query, parameters, types) {
+      inTransaction = nextTxState(inTransaction, query)
+      if (typeof pgOptions.debug === 'function') pgOptions.debug(id, query, parameters, types)
+    },
+    // Our hygiene ROLLBACK may find no transaction; that warning (25P01) is expected, not news.
+    onnotice(notice) {
+      if (notice.code === '25P01') return
+      if (userNotice) userNotice(notice)
+      else console.log(notice)
+    },
+  }) as unknown as Sql
+  try {
+    // Reserving forces the handshake now, so connect errors surface here, where they are retried.
+    const reserved = await sql.reserve()
+    reserved.release()
+  } catch (err) {
+    ending = true
+    void sql.end({ timeout: 0 }).catch(() => {})
+    throw err
+  }
+  ready = true
+  return {
+    client: sql,
+    async ping() {
+      await sql`select 1`
+    },
+    inTransaction: () => inTransaction,
+    async rollback() {
+      await sql.unsafe('rollback')
+      inTransaction = false
+    },
+    async close(timeoutMs) {
+      ending = true
+      await sql.end({ timeout: timeoutMs / 1000 })
+    },
+    destroy() {
+      ending = true
+      void sql.end({ timeout: 0 }).catch(() => {})
+    },
+  }
+}
+
+function parseUrl(url: string | undefined): URL {
+  if (url === undefined || url === null || url === '') {
+    throw new InvalidOptionError('url', 'missing: pass a postgres:// connection URL (is DATABASE_URL set?)')
+  }
+  if (typeof url !== 'string') throw new InvalidOptionError('url', 'expected a postgres:// connection URL string')
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    // The value is not echoed: a malformed URL may still hold a password.
+    throw new InvalidOptionError('url', 'not a valid URL; expected postgres://user:password@host:port/database')
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new InvalidOptionError('url', `unsupported scheme "${parsed.protocol}"; expected postgres:// or postgresql://`)
+  }
+  if (!parsed.hostname) throw new InvalidOptionError('url', 'has no host')
+  return parsed
+}
+
+function passwordsOf(url: URL, pgOptions: PostgresOptions): string[] {
+  const found = [url.password, safeDecode(url.password), pgOptions.password, pgOptions.pass]
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env
+  if (env?.PGPASSWORD) found.push(env.PGPASSWORD)
+  return [...new Set(found.filter((s): s is string => typeof s === 'string' && s.length > 0))]
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s)
+  } catch {
+    return s
+  }
+}
+

@@ -1,0 +1,127 @@
+/**
+ * Every error warmconn raises, each with a stable `code` that callers can switch on.
+ * Messages never carry credentials: anything that may echo user input goes through `redact`.
+ * @module
+ */
+
+export type WarmconnErrorCode =
+  | 'WARMCONN_INVALID_OPTION'
+  | 'WARMCONN_AUTH_FAILED'
+  | 'WARMCONN_CONFIG_REJECTED'
+  | 'WARMCONN_CONNECT_FAILED'
+  | 'WARMCONN_ACQUIRE_TIMEOUT'
+  | 'WARMCONN_CONNECTION_LOST'
+  | 'WARMCONN_CLOSED'
+  | 'WARMCONN_CROSS_REQUEST'
+
+/** Base class: `instanceof WarmconnError` catches everything this library throws. */
+export class WarmconnError extends Error {
+  readonly code: WarmconnErrorCode
+  constructor(code: WarmconnErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.name = 'WarmconnError'
+    this.code = code
+  }
+}
+
+/** An option (or environment variable) is unknown, missing or out of range. Thrown at construction. */
+export class InvalidOptionError extends WarmconnError {
+  /** The option or environment variable at fault, e.g. `staleAfterMs` or `WARMCONN_IDLE_TIMEOUT_MS`. */
+  readonly option: string
+  constructor(option: string, problem: string) {
+    super('WARMCONN_INVALID_OPTION', `Invalid option "${option}": ${problem}`)
+    this.name = 'InvalidOptionError'
+    this.option = option
+  }
+}
+
+/** The server refused the credentials (28P01, 28000). Never retried: retrying cannot fix a password. */
+export class AuthError extends WarmconnError {
+  readonly sqlState: string | undefined
+  constructor(message: string, sqlState: string | undefined, options?: ErrorOptions) {
+    super('WARMCONN_AUTH_FAILED', message, options)
+    this.name = 'AuthError'
+    this.sqlState = sqlState
+  }
+}
+
+/** The server rejected the configuration (no such database 3D000, bad TLS setup...). Never retried. */
+export class ConfigRejectedError extends WarmconnError {
+  readonly sqlState: string | undefined
+  constructor(message: string, sqlState: string | undefined, options?: ErrorOptions) {
+    super('WARMCONN_CONFIG_REJECTED', message, options)
+    this.name = 'ConfigRejectedError'
+    this.sqlState = sqlState
+  }
+}
+
+/** Opening a connection failed after the retry budget (transient failures) ran out. */
+export class ConnectError extends WarmconnError {
+  readonly attempts: number
+  /** The driver's code for the last failure: `53300`, `ECONNREFUSED`, `CONNECT_TIMEOUT`... */
+  readonly causeCode: string | undefined
+  constructor(message: string, attempts: number, causeCode: string | undefined, options?: ErrorOptions) {
+    super('WARMCONN_CONNECT_FAILED', message, options)
+    this.name = 'ConnectError'
+    this.attempts = attempts
+    this.causeCode = causeCode
+  }
+}
+
+/** Every connection stayed busy for `acquireTimeoutMs`. */
+export class AcquireTimeoutError extends WarmconnError {
+  constructor(timeoutMs: number) {
+    super('WARMCONN_ACQUIRE_TIMEOUT', `No connection became free within acquireTimeoutMs (${timeoutMs} ms)`)
+    this.name = 'AcquireTimeoutError'
+  }
+}
+
+/**
+ * The connection died while the operation was running and it may or may not have taken effect.
+ * warmconn does not replay it (that could write twice) unless the call was marked `idempotent`.
+ */
+export class ConnectionLostError extends WarmconnError {
+  readonly causeCode: string | undefined
+  /** Always true: the server may have committed part or all of the work. */
+  readonly outcomeUnknown = true
+  constructor(message: string, causeCode: string | undefined, options?: ErrorOptions) {
+    super('WARMCONN_CONNECTION_LOST', message, options)
+    this.name = 'ConnectionLostError'
+    this.causeCode = causeCode
+  }
+}
+
+/** The holder was closed (shutdown); no new work is accepted. */
+export class ClosedError extends WarmconnError {
+  constructor() {
+    super('WARMCONN_CLOSED', 'This warmconn holder is closed')
+    this.name = 'ClosedError'
+  }
+}
+
+/**
+ * Replaces every secret, and the password part of any URL, in `text`.
+ * Used on every message that could echo a connection string or a driver's error.
+ */
+export function redact(text: string, secrets: readonly string[]): string {
+  let out = text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^@\s]*@/gi, '$1***@')
+  for (const secret of secrets) {
+    if (secret.length >= 1) out = out.split(secret).join('***')
+  }
+  return out
+}
+
+/**
+ * A driver error as safe to keep as `cause`: the original when it holds no secret, otherwise a
+ * plain Error with the redacted message and the same `code`.
+ */
+export function safeCause(err: unknown, secrets: readonly string[]): unknown {
+  if (!(err instanceof Error)) return err
+  const text = `${err.message}\n${err.stack ?? ''}`
+  if (redact(text, secrets) === text) return err
+  const clean = new Error(redact(err.message, secrets))
+  clean.name = err.name
+  const code = (err as { code?: unknown }).code
+  if (code !== undefined) Object.assign(clean, { code })
+  return clean
+}

@@ -1,0 +1,55 @@
+/**
+ * The holder's events, one per lifecycle transition, named verb + outcome. Payloads carry ids,
+ * codes and durations only: never a connection string, a password or a driver error object.
+ * @module
+ */
+
+export interface HolderEvents {
+  /** A connection was opened; `replaced` when it takes the place of one that died. */
+  connectSuccess: { connectionId: number; durationMs: number; attempts: number; replaced: boolean }
+  /** A transient connect failure; another attempt follows after `delayMs`. */
+  connectRetry: { attempt: number; delayMs: number; code: string | undefined }
+  /** Connecting failed for good (auth/config error, or retries exhausted). */
+  connectFail: { attempts: number; code: string | undefined; kind: string }
+  /** A connection was handed out without any check beyond timestamps: zero extra round trips. */
+  reuse: { connectionId: number; idleMs: number }
+  /** A stale connection answered its ping and was handed out. */
+  revalidateSuccess: { connectionId: number; idleMs: number; durationMs: number }
+  /** A stale connection failed or timed out its ping and was destroyed. */
+  revalidateFail: { connectionId: number; idleMs: number; code: string | undefined; timedOut: boolean }
+  /** A connection was closed for idling past idleTimeoutMs. */
+  closeIdle: { connectionId: number; idleMs: number }
+  /** A connection was closed at the end of its lifetime. */
+  closeLifetime: { connectionId: number; ageMs: number }
+  /** A connection was dropped because it broke (closed by the server, reset, failed mid-use). */
+  closeBroken: { connectionId: number; code: string | undefined }
+  /** A transaction was left open or aborted by the caller and was rolled back before reuse. */
+  sessionReset: { connectionId: number; ok: boolean }
+  /** A call is being run again on a new connection (idempotent, or provably never sent). */
+  replay: { code: string | undefined; idempotent: boolean }
+  /** The holder was closed. */
+  close: { connections: number; destroyed: number }
+}
+
+export type HolderEventName = keyof HolderEvents
+export type Listener<E extends HolderEventName> = (payload: HolderEvents[E]) => void
+
+export class Emitter {
+  #listeners = new Map<HolderEventName, Set<(payload: never) => void>>()
+
+  on<E extends HolderEventName>(event: E, listener: Listener<E>): () => void {
+    let set = this.#listeners.get(event)
+    if (!set) this.#listeners.set(event, (set = new Set()))
+    set.add(listener as (payload: never) => void)
+    return () => set.delete(listener as (payload: never) => void)
+  }
+
+  emit<E extends HolderEventName>(event: E, payload: HolderEvents[E]): void {
+    for (const listener of this.#listeners.get(event) ?? []) {
+      // A throwing listener must not break the lifecycle that called it.
+      try {
+        ;(listener as Listener<E>)(payload)
+      } catch {}
+    }
+  }
+}

@@ -1,0 +1,527 @@
+/**
+ * The lifecycle, in one place. A holder owns up to `maxConnections` connections to one target and
+ * hands each caller one connection exclusively for the length of a `run`. Every decision is made
+ * from timestamps when a connection is asked for, because a frozen process (Lambda between
+ * invocations) fires no timers; timers only close idle connections early in a live process.
+ * @module
+ */
+import type { Driver, DriverConnection } from './driver.js'
+import {
+  AcquireTimeoutError,
+  AuthError,
+  ClosedError,
+  ConfigRejectedError,
+  ConnectError,
+  ConnectionLostError,
+  WarmconnError,
+  redact,
+  safeCause,
+} from './errors.js'
+import { Emitter, type HolderEventName, type Listener } from './events.js'
+import { resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
+import { settle, sleep, timer, withTimeout, type Timer } from './timer.js'
+
+/**
+ * A connection's state. Only IDLE connections may be handed out or closed by the idle sweep,
+ * which is why the sweep can never close a connection in use.
+ */
+type SlotState =
+  /** Being opened; counts against maxConnections so concurrent callers share the connect. */
+  | 'CONNECTING'
+  /** Open, unused, waiting in the holder. */
+  | 'IDLE'
+  /** Taken by one caller and being checked (timestamps, then a ping if stale). */
+  | 'VALIDATING'
+  /** In a caller's hands. */
+  | 'ALLOCATED'
+  /** Gone: closed or destroyed, no longer in the holder. */
+  | 'CLOSED'
+
+interface Slot<C> {
+  readonly id: number
+  state: SlotState
+  conn: DriverConnection<C> | undefined
+  openedAt: number
+  /** Lifetime deadline, jitter already taken off. */
+  expiresAt: number
+  lastUsedAt: number
+  /** Set by the driver when the connection closed on its own (backend terminated, socket reset). */
+  broken: boolean
+}
+
+interface Waiter<C> {
+  /** Called with a connection handed over directly, or with nothing when capacity freed up. */
+  wake(slot: Slot<C> | undefined): void
+  fail(err: Error): void
+}
+
+export interface RunOptions {
+  /**
+   * The call may safely run twice (a read, an upsert keyed by the caller). If the connection dies
+   * under it, it is replayed once on a new connection instead of failing.
+   */
+  idempotent?: boolean
+}
+
+export interface HolderStats {
+  /** Connections opened. */
+  opened: number
+  /** Calls served by an already open connection (with or without a ping). */
+  reused: number
+  /** Stale connections that answered their ping. */
+  revalidated: number
+  /** Stale connections that failed or timed out their ping. */
+  revalidateFailures: number
+  /** Connections opened to replace one that died. */
+  reconnected: number
+  closedIdle: number
+  closedLifetime: number
+  /** Connections dropped because they broke. */
+  closedBroken: number
+  /** Transient connect failures that were retried. */
+  connectRetries: number
+  /** Connects that failed for good. */
+  connectFailures: number
+  /** Transactions left open by a caller and rolled back. */
+  sessionResets: number
+  /** Calls run again on a new connection. */
+  replays: number
+  /** Calls started. */
+  runs: number
+  /** Calls that rejected, whatever the reason. */
+  failures: number
+  /** Connections open now (including ones being opened). */
+  open: number
+  /** Connections in a caller's hands now. */
+  inUse: number
+  /** Callers waiting for a connection now. */
+  waiting: number
+}
+
+type Counter = Exclude<keyof HolderStats, 'open' | 'inUse' | 'waiting'>
+
+export interface HolderHooks {
+  /** Called once the holder is closed (the registry forgets it). */
+  onClose?: () => void
+}
+
+export class Holder<C> {
+  readonly options: Readonly<ResolvedOptions>
+  readonly #driver: Driver<C>
+  readonly #slots = new Set<Slot<C>>()
+  readonly #waiters: Waiter<C>[] = []
+  readonly #events = new Emitter()
+  readonly #idleTimer: Timer
+  readonly #closing = new Set<Promise<void>>()
+  readonly #hooks: HolderHooks
+  readonly #counts: Record<Counter, number> = {
+    opened: 0, reused: 0, revalidated: 0, revalidateFailures: 0, reconnected: 0, closedIdle: 0,
+    closedLifetime: 0, closedBroken: 0, connectRetries: 0, connectFailures: 0, sessionResets: 0,
+    replays: 0, runs: 0, failures: 0,
+  }
+  #nextId = 0
+  /** Connections lost to failure and not yet replaced: the next opens count as reconnects. */
+  #replacementsDue = 0
+  #closed = false
+  #closeResult: Promise<void> | undefined
+  /** Resolvers waiting for a slot to leave (used by close()). */
+  #onSlotGone: Array<() => void> = []
+
+  constructor(driver: Driver<C>, options: HolderOptions = {}, hooks: HolderHooks = {}) {
+    this.options = Object.freeze(resolveOptions(options))
+    this.#driver = driver
+    this.#hooks = hooks
+    this.#idleTimer = timer(() => void this.sweep())
+  }
+
+  /**
+   * Runs `fn` with a connection of its own for the duration of the call. The connection is
+   * opened lazily, revalidated only if it was idle at least `staleAfterMs`, and any transaction
+   * `fn` leaves open is rolled back before the connection is used again.
+   * @example const rows = await holder.run((sql) => sql`select * from users where id = ${id}`)
+   */
+  async run<T>(fn: (client: C) => Promise<T> | T, options: RunOptions = {}): Promise<T> {
+    this.#counts.runs++
+    for (let attempt = 1; ; attempt++) {
+      let slot: Slot<C>
+      try {
+        slot = await this.#acquire()
+      } catch (err) {
+        this.#counts.failures++
+        throw err
+      }
+      let result: T
+      try {
+        result = await fn(slot.conn!.client)
+      } catch (err) {
+        const seen = this.#driver.classify(err)
+        if (seen.kind === 'query' && !slot.broken) {
+          // An SQL error or the caller's own exception: the connection is fine, the session may not be.
+          await this.#cleanSession(slot)
+          this.#release(slot)
+          this.#counts.failures++
+          throw err
+        }
+        this.#drop(slot, seen.code)
+        if (attempt === 1 && (options.idempotent || seen.notSent) && !this.#closed) {
+          this.#counts.replays++
+          this.#events.emit('replay', { code: seen.code, idempotent: options.idempotent === true })
+          continue
+        }
+        this.#counts.failures++
+        throw this.#lostError(err, seen.code, seen.notSent)
+      }
+      await this.#cleanSession(slot)
+      this.#release(slot)
+      return result
+    }
+  }
+
+  /** Counters since creation and gauges now. Contains no connection string and no password. */
+  stats(): HolderStats {
+    let inUse = 0
+    for (const slot of this.#slots) if (slot.state === 'ALLOCATED' || slot.state === 'VALIDATING') inUse++
+    return { ...this.#counts, open: this.#slots.size, inUse, waiting: this.#waiters.length }
+  }
+
+  /** Subscribes to a lifecycle event; returns the function that unsubscribes. */
+  on<E extends HolderEventName>(event: E, listener: Listener<E>): () => void {
+    return this.#events.on(event, listener)
+  }
+
+  /**
+   * Closes idle connections past their idle or lifetime deadline. Runs on the idle timer; call it
+   * from a Durable Object alarm, where timers do not outlive the request that set them.
+   */
+  async sweep(now = Date.now()): Promise<void> {
+    const closing: Promise<void>[] = []
+    for (const slot of [...this.#slots]) {
+      if (slot.state !== 'IDLE') continue
+      const idleMs = now - slot.lastUsedAt
+      if (idleMs >= this.options.idleTimeoutMs) closing.push(this.#retireIdle(slot, idleMs))
+      else if (now >= slot.expiresAt) closing.push(this.#retireLifetime(slot, now))
+    }
+    await Promise.all(closing)
+    this.#armIdleTimer()
+  }
+
+  /** When the next idle or lifetime deadline falls (epoch ms), or undefined if nothing is idle. */
+  nextDeadline(): number | undefined {
+    let next: number | undefined
+    for (const slot of this.#slots) {
+      if (slot.state !== 'IDLE') continue
+      const due = Math.min(slot.lastUsedAt + this.options.idleTimeoutMs, slot.expiresAt)
+      next = next === undefined ? due : Math.min(next, due)
+    }
+    return next
+  }
+
+  /**
+   * Stops accepting work, waits up to `timeoutMs` for calls in flight, then closes every
+   * connection (the server rolls back anything left open; warmconn never commits).
+   */
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
+    this.#closeResult ??= this.#shutdown(options.timeoutMs ?? this.options.closeTimeoutMs)
+    return this.#closeResult
+  }
+
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  async #shutdown(timeoutMs: number): Promise<void> {
+    this.#closed = true
+    this.#idleTimer.cancel()
+    for (const waiter of this.#waiters.splice(0)) waiter.fail(new ClosedError())
+    const deadline = Date.now() + timeoutMs
+    let destroyed = 0
+    const count = this.#slots.size
+    for (const slot of [...this.#slots]) if (slot.state === 'IDLE') this.#retire(slot, deadline - Date.now())
+    // Calls in flight retire their connection when they release it (see #release).
+    while (this.#slots.size > 0 && Date.now() < deadline) {
+      await Promise.race([new Promise<void>((r) => this.#onSlotGone.push(r)), sleep(Math.max(0, deadline - Date.now()))])
+    }
+    for (const slot of [...this.#slots]) {
+      destroyed++
+      this.#remove(slot)
+      slot.conn?.destroy()
+    }
+    await Promise.race([Promise.all(this.#closing), sleep(Math.max(0, deadline - Date.now()))])
+    this.#events.emit('close', { connections: count, destroyed })
+    this.#hooks.onClose?.()
+  }
+
+  async #acquire(): Promise<Slot<C>> {
+    const deadline = Date.now() + this.options.acquireTimeoutMs
+    for (;;) {
+      if (this.#closed) throw new ClosedError()
+      const idle = this.#takeIdle()
+      if (idle) {
+        if (await this.#check(idle)) return idle
+        continue
+      }
+      if (this.#slots.size < this.options.maxConnections) return await this.#open()
+      const handed = await this.#wait(deadline)
+      if (handed) {
+        this.#counts.reused++
+        this.#events.emit('reuse', { connectionId: handed.id, idleMs: 0 })
+        return handed
+      }
+    }
+  }
+
+  /** The most recently used idle connection: keeps the fewest connections warm, lets the rest idle out. */
+  #takeIdle(): Slot<C> | undefined {
+    let best: Slot<C> | undefined
+    for (const slot of this.#slots) {
+      if (slot.state === 'IDLE' && (!best || slot.lastUsedAt > best.lastUsedAt)) best = slot
+    }
+    if (best) best.state = 'VALIDATING'
+    return best
+  }
+
+  /** Decides, from timestamps first and a bounded ping only if stale, whether `slot` may be used. */
+  async #check(slot: Slot<C>): Promise<boolean> {
+    const now = Date.now()
+    const idleMs = now - slot.lastUsedAt
+    if (slot.broken) return this.#drop(slot, undefined), false
+    if (idleMs >= this.options.idleTimeoutMs) return void this.#retireIdle(slot, idleMs), false
+    if (now >= slot.expiresAt) return void this.#retireLifetime(slot, now), false
+    await settle()
+    if (slot.broken) return this.#drop(slot, undefined), false
+    if (this.#closed) return this.#release(slot), false
+    if (idleMs < this.options.staleAfterMs) {
+      this.#counts.reused++
+      this.#events.emit('reuse', { connectionId: slot.id, idleMs })
+      slot.state = 'ALLOCATED'
+      return true
+    }
+    const started = Date.now()
+    try {
+      await withTimeout(slot.conn!.ping(), this.options.pingTimeoutMs, () => new PingTimeout())
+    } catch (err) {
+      const timedOut = err instanceof PingTimeout
+      const code = timedOut ? 'PING_TIMEOUT' : this.#driver.classify(err).code
+      this.#counts.revalidateFailures++
+      this.#events.emit('revalidateFail', { connectionId: slot.id, idleMs, code, timedOut })
+      this.#drop(slot, code)
+      return false
+    }
+    if (slot.broken) return this.#drop(slot, undefined), false
+    this.#counts.revalidated++
+    this.#counts.reused++
+    this.#events.emit('revalidateSuccess', { connectionId: slot.id, idleMs, durationMs: Date.now() - started })
+    slot.state = 'ALLOCATED'
+    return true
+  }
+
+  async #open(): Promise<Slot<C>> {
+    const slot: Slot<C> = {
+      id: ++this.#nextId, state: 'CONNECTING', conn: undefined,
+      openedAt: 0, expiresAt: 0, lastUsedAt: 0, broken: false,
+    }
+    this.#slots.add(slot)
+    const started = Date.now()
+    let attempts = 0
+    try {
+      const conn = await this.#connect(slot, () => ++attempts)
+      if (this.#closed) {
+        conn.destroy()
+        throw new ClosedError()
+      }
+      const now = Date.now()
+      const jitter = Math.random() * this.options.maxLifetimeJitterMs
+      Object.assign(slot, { conn, state: 'ALLOCATED', openedAt: now, lastUsedAt: now })
+      slot.expiresAt = now + this.options.maxLifetimeMs - jitter
+      const replaced = this.#replacementsDue > 0
+      if (replaced) {
+        this.#replacementsDue--
+        this.#counts.reconnected++
+      }
+      this.#counts.opened++
+      this.#events.emit('connectSuccess', { connectionId: slot.id, durationMs: now - started, attempts, replaced })
+      return slot
+    } catch (err) {
+      this.#remove(slot)
+      this.#counts.connectFailures++
+      const code = err instanceof WarmconnError ? ((err as ConnectError).causeCode ?? err.code) : undefined
+      this.#events.emit('connectFail', { attempts, code, kind: err instanceof WarmconnError ? err.code : 'unknown' })
+      // Callers queued behind this connect share its outcome instead of each retrying in turn.
+      if (this.#slots.size === 0) for (const waiter of this.#waiters.splice(0)) waiter.fail(err as Error)
+      throw err
+    }
+  }
+
+  /** Opens one connection, retrying transient failures with full-jitter backoff inside the budget. */
+  async #connect(slot: Slot<C>, countAttempt: () => number): Promise<DriverConnection<C>> {
+    const o = this.options
+    const started = Date.now()
+    const secrets = this.#driver.secrets
+    for (;;) {
+      const attempt = countAttempt()
+      const remaining = o.connectBudgetMs - (Date.now() - started)
+      const timeoutMs = Math.max(1, Math.min(o.connectTimeoutMs, remaining))
+      try {
+        return await this.#openOnce(slot, timeoutMs)
+      } catch (err) {
+        const seen = this.#driver.classify(err)
+        const message = redact(err instanceof Error ? err.message : String(err), secrets)
+        const cause = { cause: safeCause(err, secrets) }
+        const where = `${this.#driver.target} (${this.#driver.name})`
+        if (seen.kind === 'auth') {
+          throw new AuthError(`Authentication failed for ${where} (not retried): ${message}`, seen.code, cause)
+        }
+        if (seen.kind === 'config') {
+          throw new ConfigRejectedError(`The server rejected the configuration for ${where} (not retried): ${message}`, seen.code, cause)
+        }
+        const ceiling = Math.min(o.connectBackoffMaxMs, o.connectBackoffBaseMs * 2 ** (attempt - 1))
+        const delayMs = Math.random() * ceiling
+        const retryable = seen.kind === 'transient' || seen.kind === 'connection'
+        const outOfBudget = Date.now() - started + delayMs >= o.connectBudgetMs
+        if (!retryable || attempt > o.connectRetries || outOfBudget || this.#closed) {
+          const why = !retryable ? 'not a transient failure' : outOfBudget ? `another retry would pass connectBudgetMs (${o.connectBudgetMs} ms)` : `connectRetries (${o.connectRetries}) exhausted`
+          throw new ConnectError(`Could not connect to ${where} after ${attempt} attempt(s), ${why}: ${message}`, attempt, seen.code, cause)
+        }
+        this.#counts.connectRetries++
+        this.#events.emit('connectRetry', { attempt, delayMs: Math.round(delayMs), code: seen.code })
+        await sleep(delayMs)
+      }
+    }
+  }
+
+  /** One attempt, bounded even if the driver ignores its own timeout; a late success is destroyed. */
+  #openOnce(slot: Slot<C>, timeoutMs: number): Promise<DriverConnection<C>> {
+    let abandoned = false
+    const opening = this.#driver.open({
+      connectTimeoutMs: timeoutMs,
+      applicationName: this.options.applicationName,
+      onBroken: () => this.#onBroken(slot),
+    })
+    opening.then((conn) => abandoned && conn.destroy(), () => {})
+    const grace = 250 // the driver's own timer should win; ours only guards against a driver that hangs
+    return withTimeout(opening, timeoutMs + grace, () => {
+      abandoned = true
+      return Object.assign(new Error(`connect timed out after ${timeoutMs} ms`), { code: 'CONNECT_TIMEOUT' })
+    })
+  }
+
+  #onBroken(slot: Slot<C>): void {
+    slot.broken = true
+    // An idle connection that the server closed is dropped at once, freeing its place.
+    if (slot.state === 'IDLE') this.#drop(slot, undefined)
+  }
+
+  /** Rolls back what the caller left open. A connection that cannot be cleaned is dropped. */
+  async #cleanSession(slot: Slot<C>): Promise<void> {
+    const conn = slot.conn!
+    if (slot.broken || !conn.inTransaction()) return
+    let ok = true
+    try {
+      await withTimeout(conn.rollback(), this.options.pingTimeoutMs, () => new PingTimeout())
+    } catch {
+      ok = false
+      slot.broken = true
+    }
+    this.#counts.sessionResets++
+    this.#events.emit('sessionReset', { connectionId: slot.id, ok })
+  }
+
+  #release(slot: Slot<C>): void {
+    if (slot.state === 'CLOSED') return
+    const now = Date.now()
+    if (slot.broken) return this.#drop(slot, undefined)
+    if (this.#closed) return void this.#retire(slot, this.options.closeTimeoutMs)
+    if (now >= slot.expiresAt) return void this.#retireLifetime(slot, now)
+    slot.lastUsedAt = now
+    const waiter = this.#waiters.shift()
+    if (waiter) {
+      slot.state = 'ALLOCATED'
+      waiter.wake(slot)
+      return
+    }
+    slot.state = 'IDLE'
+    this.#armIdleTimer()
+  }
+
+  #wait(deadline: number): Promise<Slot<C> | undefined> {
+    return new Promise((resolve, reject) => {
+      const remaining = deadline - Date.now()
+      const expire = timer(() => {
+        const i = this.#waiters.indexOf(waiter)
+        if (i >= 0) this.#waiters.splice(i, 1)
+        reject(new AcquireTimeoutError(this.options.acquireTimeoutMs))
+      })
+      const waiter: Waiter<C> = {
+        wake: (slot) => (expire.cancel(), resolve(slot)),
+        fail: (err) => (expire.cancel(), reject(err)),
+      }
+      this.#waiters.push(waiter)
+      expire.start(Math.max(0, remaining))
+    })
+  }
+
+  #retireIdle(slot: Slot<C>, idleMs: number): Promise<void> {
+    this.#counts.closedIdle++
+    this.#events.emit('closeIdle', { connectionId: slot.id, idleMs })
+    return this.#retire(slot, this.options.closeTimeoutMs)
+  }
+
+  #retireLifetime(slot: Slot<C>, now: number): Promise<void> {
+    this.#counts.closedLifetime++
+    this.#events.emit('closeLifetime', { connectionId: slot.id, ageMs: now - slot.openedAt })
+    return this.#retire(slot, this.options.closeTimeoutMs)
+  }
+
+  /** Graceful close in the background; close() waits for these. */
+  #retire(slot: Slot<C>, timeoutMs: number): Promise<void> {
+    this.#remove(slot)
+    const conn = slot.conn!
+    const closing = conn.close(Math.max(0, timeoutMs)).catch(() => conn.destroy())
+    this.#closing.add(closing)
+    void closing.finally(() => this.#closing.delete(closing))
+    return closing
+  }
+
+  /** Destroys a connection that broke or cannot be trusted; the next caller gets a new one. */
+  #drop(slot: Slot<C>, code: string | undefined): void {
+    if (slot.state === 'CLOSED') return
+    this.#remove(slot)
+    this.#replacementsDue++
+    this.#counts.closedBroken++
+    this.#events.emit('closeBroken', { connectionId: slot.id, code })
+    slot.conn?.destroy()
+  }
+
+  #remove(slot: Slot<C>): void {
+    slot.state = 'CLOSED'
+    this.#slots.delete(slot)
+    // Capacity freed: a waiter may now open a connection of its own.
+    this.#waiters.shift()?.wake(undefined)
+    for (const notify of this.#onSlotGone.splice(0)) notify()
+    this.#armIdleTimer()
+  }
+
+  #armIdleTimer(): void {
+    const next = this.#closed ? undefined : this.nextDeadline()
+    if (next === undefined) this.#idleTimer.cancel()
+    else this.#idleTimer.start(Math.max(0, next - Date.now()))
+  }
+
+  #lostError(err: unknown, code: string | undefined, notSent: boolean): WarmconnError {
+    const secrets = this.#driver.secrets
+    const message = redact(err instanceof Error ? err.message : String(err), secrets)
+    const cause = { cause: safeCause(err, secrets) }
+    if (err instanceof WarmconnError) return err
+    if (notSent) {
+      return new ConnectError(`Could not reach ${this.#driver.target} to run the call (nothing was sent): ${message}`, 1, code, cause)
+    }
+    return new ConnectionLostError(
+      `The connection to ${this.#driver.target} was lost during the call; it may or may not have taken effect, ` +
+        `so it was not replayed (pass { idempotent: true } to allow a replay): ${message}`,
+      code,
+      cause,
+    )
+  }
+}
+
+class PingTimeout extends Error {}

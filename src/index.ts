@@ -1,0 +1,12 @@
+/**
+ * warmconn core: the runtime-agnostic lifecycle. Drivers live in `warmconn/postgres` and
+ * `warmconn/neon`, runtime adapters in `warmconn/lambda` and `warmconn/workers`.
+ * @module
+ */
+export { Holder, type HolderStats, type RunOptions, type HolderHooks } from './holder.js'
+export type { Driver, DriverConnection, OpenOptions, Classified, ErrorKind } from './driver.js'
+export type { HolderEvents, HolderEventName, Listener } from './events.js'
+export { defaultOptions, optionsFromEnv, resolveOptions, envOptionNames, type HolderOptions, type ResolvedOptions } from './options.js'
+export { closeAll } from './registry.js'
+export { classifyCode, errorCode } from './classify.js'
+export * from './errors.js'

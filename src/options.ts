@@ -1,0 +1,157 @@
+/**
+ * The defaults table and validation for holder options. Every duration is in milliseconds and
+ * its name ends in `Ms`; 0 is a real value (`staleAfterMs: 0` pings before every use), so
+ * defaults are applied with `??`, never `||`.
+ * @module
+ */
+import { InvalidOptionError } from './errors.js'
+
+export interface HolderOptions {
+  /** A connection idle at least this long is pinged before use. Within it, use costs no extra round trip. */
+  staleAfterMs?: number
+  /** Bound on that ping; a slower answer counts as a dead connection, which is replaced. */
+  pingTimeoutMs?: number
+  /** A connection idle this long is closed (by timer, and on next use if the process was frozen). */
+  idleTimeoutMs?: number
+  /** A connection older than this (minus up to `maxLifetimeJitterMs`) is closed when next released or found. */
+  maxLifetimeMs?: number
+  /** Random amount taken off each connection's lifetime so a fleet does not reconnect at once. */
+  maxLifetimeJitterMs?: number
+  /** Bound on one connection attempt (TCP, TLS, authentication). */
+  connectTimeoutMs?: number
+  /** How many times a transient connect failure (53300, 57P03, refused, reset) is retried. */
+  connectRetries?: number
+  /** Bound on all attempts and backoff together, so a caller never waits longer than this to connect. */
+  connectBudgetMs?: number
+  /** First backoff ceiling; each retry doubles it (full jitter: the delay is random below it). */
+  connectBackoffBaseMs?: number
+  /** Largest backoff ceiling. */
+  connectBackoffMaxMs?: number
+  /** How long a caller waits for a busy connection before AcquireTimeoutError. */
+  acquireTimeoutMs?: number
+  /** Most connections this holder opens at once; concurrent callers beyond it wait their turn. */
+  maxConnections?: number
+  /** Default bound for `close()` to wait for work in flight. */
+  closeTimeoutMs?: number
+  /** `application_name` reported to the server, visible in pg_stat_activity. */
+  applicationName?: string
+}
+
+export type ResolvedOptions = Required<HolderOptions>
+
+export const defaultOptions: ResolvedOptions = Object.freeze({
+  staleAfterMs: 5_000,
+  pingTimeoutMs: 2_000,
+  idleTimeoutMs: 60_000,
+  maxLifetimeMs: 30 * 60_000,
+  maxLifetimeJitterMs: 5 * 60_000,
+  connectTimeoutMs: 5_000,
+  connectRetries: 5,
+  connectBudgetMs: 8_000,
+  connectBackoffBaseMs: 100,
+  connectBackoffMaxMs: 2_000,
+  acquireTimeoutMs: 10_000,
+  maxConnections: 1,
+  closeTimeoutMs: 5_000,
+  applicationName: 'warmconn',
+})
+
+const durations = [
+  'staleAfterMs',
+  'pingTimeoutMs',
+  'idleTimeoutMs',
+  'maxLifetimeMs',
+  'maxLifetimeJitterMs',
+  'connectTimeoutMs',
+  'connectBudgetMs',
+  'connectBackoffBaseMs',
+  'connectBackoffMaxMs',
+  'acquireTimeoutMs',
+  'closeTimeoutMs',
+] as const
+// A timeout of 0 would fail every ping or connect; these need at least 1 ms.
+const positive = new Set<string>(['pingTimeoutMs', 'connectTimeoutMs', 'acquireTimeoutMs', 'connectBudgetMs'])
+// setTimeout clamps anything above 2^31-1 ms to 1 ms, which would turn "very long" into "now".
+const MAX_TIMER_MS = 2_147_483_647
+
+/** Validates `input` against the defaults table; names the first bad option in the error. */
+export function resolveOptions(input: HolderOptions = {}, allowedExtra: readonly string[] = []): ResolvedOptions {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new InvalidOptionError('options', 'expected an object')
+  }
+  for (const key of Object.keys(input)) {
+    if (!(key in defaultOptions) && !allowedExtra.includes(key)) {
+      throw new InvalidOptionError(key, `unknown option; known options are ${Object.keys(defaultOptions).join(', ')}`)
+    }
+  }
+  const out = { ...defaultOptions }
+  for (const key of durations) {
+    const value = input[key]
+    if (value === undefined) continue
+    checkNumber(key, value, positive.has(key) ? 1 : 0)
+    out[key] = value
+  }
+  if (input.connectRetries !== undefined) {
+    checkNumber('connectRetries', input.connectRetries, 0)
+    if (!Number.isInteger(input.connectRetries)) throw new InvalidOptionError('connectRetries', 'must be a whole number')
+    out.connectRetries = input.connectRetries
+  }
+  if (input.maxConnections !== undefined) {
+    checkNumber('maxConnections', input.maxConnections, 1)
+    if (!Number.isInteger(input.maxConnections)) throw new InvalidOptionError('maxConnections', 'must be a whole number')
+    out.maxConnections = input.maxConnections
+  }
+  if (input.applicationName !== undefined) {
+    // PostgreSQL truncates application_name at 63 bytes and only keeps printable ASCII.
+    if (typeof input.applicationName !== 'string' || !/^[\x20-\x7e]{1,63}$/.test(input.applicationName)) {
+      throw new InvalidOptionError('applicationName', 'must be 1 to 63 printable ASCII characters')
+    }
+    out.applicationName = input.applicationName
+  }
+  if (out.maxLifetimeJitterMs > out.maxLifetimeMs) {
+    throw new InvalidOptionError('maxLifetimeJitterMs', 'must not exceed maxLifetimeMs')
+  }
+  return out
+}
+
+function checkNumber(key: string, value: unknown, min: number): asserts value is number {
+  if (typeof value !== 'number' || !Number.isFinite(value)) {
+    throw new InvalidOptionError(key, `expected a finite number of milliseconds, got ${describe(value)}`)
+  }
+  if (value < min) throw new InvalidOptionError(key, `must be at least ${min}, got ${value}`)
+  if (value > MAX_TIMER_MS) throw new InvalidOptionError(key, `must be at most ${MAX_TIMER_MS} (about 24.8 days)`)
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return `a string`
+  if (typeof value === 'number') return String(value)
+  return value === null ? 'null' : typeof value
+}
+
+/** Environment variables the example functions read, and the option each one sets. */
+export const envOptionNames = {
+  WARMCONN_STALE_AFTER_MS: 'staleAfterMs',
+  WARMCONN_PING_TIMEOUT_MS: 'pingTimeoutMs',
+  WARMCONN_IDLE_TIMEOUT_MS: 'idleTimeoutMs',
+  WARMCONN_MAX_LIFETIME_MS: 'maxLifetimeMs',
+  WARMCONN_CONNECT_TIMEOUT_MS: 'connectTimeoutMs',
+} as const satisfies Record<string, keyof HolderOptions>
+
+/**
+ * Reads the `WARMCONN_*_MS` overrides from an environment (process.env on Lambda, `env` on
+ * Workers). An unparsable value is an error naming the variable, never silently ignored.
+ * @example warmPostgres(process.env.DATABASE_URL!, optionsFromEnv(process.env))
+ */
+export function optionsFromEnv(env: Record<string, unknown>): HolderOptions {
+  const out: HolderOptions = {}
+  for (const [name, option] of Object.entries(envOptionNames)) {
+    const raw = env[name]
+    if (raw === undefined || raw === '') continue
+    const value = typeof raw === 'string' && /^\s*\d+\s*$/.test(raw) ? Number(raw) : NaN
+    if (!Number.isSafeInteger(value)) {
+      throw new InvalidOptionError(name, 'expected a whole number of milliseconds')
+    }
+    out[option] = value
+  }
+  return out
+}
