@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest'
+import { classifyCode } from '../src/classify.js'
+import { nextTxState } from '../src/classify.js'
+import { redact, safeCause } from '../src/errors.js'
+
+describe('error classification decides retry and replay', () => {
+  it.each([
+    ['28P01', 'auth', true],
+    ['3D000', 'config', true],
+    ['53300', 'transient', true],
+    ['57P03', 'transient', true],
+    ['ECONNREFUSED', 'transient', true],
+    ['57P01', 'connection', false],
+    ['ECONNRESET', 'connection', false],
+    ['CONNECTION_CLOSED', 'connection', false],
+    ['23505', 'query', false],
+    [undefined, 'query', false],
+  ])('%s is %s (notSent %s)', (code, kind, notSent) => {
+    expect(classifyCode(code)).toEqual({ kind, code, notSent })
+  })
+})
+
+describe('transaction tracking from statements sent', () => {
+  it.each([
+    [false, 'BEGIN', true],
+    [false, '  /* c */ start transaction isolation level serializable', true],
+    [true, 'commit', false],
+    [true, 'ROLLBACK', false],
+    [true, 'rollback to savepoint a', true],
+    [true, 'insert into t values (1)', true],
+    [false, 'begin; insert into t values (1); commit', false],
+    [false, 'select 1', false],
+    [true, 'commit and chain', true],
+  ])('open=%s then %j -> open=%s', (before, sql, after) => {
+    expect(nextTxState(before, sql)).toBe(after)
+  })
+})
+
+describe('redaction', () => {
+  it('removes secrets and URL passwords', () => {
+    const text = 'connect to postgres://app:s3cr%40t@db:5432/x failed; password s3cr@t'
+    const out = redact(text, ['s3cr@t'])
+    expect(out).not.toContain('s3cr')
+    expect(out).toContain('postgres://app:***@db:5432/x')
+  })
+
+  it('replaces a cause that holds a secret, keeping its code', () => {
+    const err = Object.assign(new Error('bad pw hunter2'), { code: '28P01' })
+    const clean = safeCause(err, ['hunter2']) as Error & { code: string }
+    expect(clean.message).not.toContain('hunter2')
+    expect(clean.code).toBe('28P01')
+    const harmless = new Error('nothing here')
+    expect(safeCause(harmless, ['hunter2'])).toBe(harmless)
+  })
+})

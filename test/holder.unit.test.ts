@@ -1,0 +1,132 @@
+/**
+ * Lifecycle logic with an in-memory driver and fake clocks. These complement, never replace, the
+ * tests against a real server in holder.test.ts: here the clock can jump as it does across a
+ * Lambda freeze, and timers can be kept from firing.
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { Holder, type Driver, type DriverConnection, ConnectError, AuthError } from '../src/index.js'
+import { classifyCode } from '../src/classify.js'
+
+interface FakeConn { id: number; closed: boolean; destroyed: boolean; pings: number; inUse: boolean }
+
+function fakeDriver(script: { failures?: string[]; pingHangs?: boolean } = {}) {
+  const conns: FakeConn[] = []
+  const failures = [...(script.failures ?? [])]
+  let attempts = 0
+  const driver: Driver<FakeConn> = {
+    name: 'fake',
+    secrets: ['pw'],
+    target: 'fake@localhost/db',
+    async open() {
+      attempts++
+      const code = failures.shift()
+      if (code) throw Object.assign(new Error(`fail ${code}`), { code })
+      const c: FakeConn = { id: conns.length + 1, closed: false, destroyed: false, pings: 0, inUse: false }
+      conns.push(c)
+      const conn: DriverConnection<FakeConn> = {
+        client: c,
+        ping: () => (c.pings++, script.pingHangs ? new Promise<void>(() => {}) : Promise.resolve()),
+        inTransaction: () => false,
+        rollback: async () => {},
+        close: async () => void (c.closed = true),
+        destroy: () => void (c.destroyed = true),
+      }
+      return conn
+    },
+    classify: (err) => classifyCode((err as { code?: string }).code),
+  }
+  return { driver, conns, attempts: () => attempts }
+}
+
+beforeEach(() => vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] }))
+afterEach(() => vi.useRealTimers())
+
+describe('holder lifecycle (fake driver, fake clock)', () => {
+  it('a connection found past its idle deadline after a freeze is closed and replaced, never used', async () => {
+    const { driver, conns } = fakeDriver()
+    const holder = new Holder(driver, { idleTimeoutMs: 1_000, staleAfterMs: 500 })
+    await holder.run((c) => c)
+    // A frozen process: the clock jumps but the idle timer never got to fire.
+    vi.setSystemTime(Date.now() + 5_000)
+    const used = await holder.run((c) => c)
+    expect(used.id).toBe(2)
+    expect(conns[0]!.closed).toBe(true)
+    expect(conns[0]!.pings).toBe(0)
+    expect(holder.stats()).toMatchObject({ closedIdle: 1, opened: 2 })
+  })
+
+  it('the idle timer never closes a connection that is in use', async () => {
+    const { driver, conns } = fakeDriver()
+    const holder = new Holder(driver, { idleTimeoutMs: 1_000 })
+    await holder.run((c) => c)
+    let release!: () => void
+    const busy = holder.run((c) => new Promise<void>((r) => (release = r)).then(() => c))
+    await vi.advanceTimersByTimeAsync(5_000)
+    expect(conns[0]!.closed).toBe(false)
+    release()
+    await busy
+    await vi.advanceTimersByTimeAsync(1_000)
+    expect(conns[0]!.closed).toBe(true)
+  })
+
+  it('a hanging ping is abandoned after pingTimeoutMs and the call goes on with a new connection', async () => {
+    const { driver, conns } = fakeDriver({ pingHangs: true })
+    const holder = new Holder(driver, { staleAfterMs: 100, pingTimeoutMs: 300 })
+    await holder.run((c) => c)
+    vi.setSystemTime(Date.now() + 200)
+    const next = holder.run((c) => c)
+    await vi.advanceTimersByTimeAsync(300)
+    expect((await next).id).toBe(2)
+    expect(conns[0]!.destroyed).toBe(true)
+    expect(holder.stats()).toMatchObject({ revalidateFailures: 1, reconnected: 1 })
+  })
+
+  it('lifetime is shortened by jitter within maxLifetimeJitterMs', async () => {
+    const ages: number[] = []
+    for (let i = 0; i < 20; i++) {
+      const { driver } = fakeDriver()
+      const holder = new Holder(driver, { maxLifetimeMs: 10_000, maxLifetimeJitterMs: 4_000, idleTimeoutMs: 60_000, staleAfterMs: 60_000 })
+      holder.on('closeLifetime', (e) => ages.push(e.ageMs))
+      await holder.run((c) => c)
+      let t = 0
+      while (holder.stats().closedLifetime === 0 && t < 12_000) {
+        vi.setSystemTime(Date.now() + 250)
+        t += 250
+        await holder.run((c) => c)
+      }
+    }
+    expect(ages).toHaveLength(20)
+    expect(Math.min(...ages)).toBeGreaterThanOrEqual(6_000)
+    expect(Math.max(...ages)).toBeLessThanOrEqual(10_250)
+    expect(new Set(ages).size).toBeGreaterThan(1)
+  })
+
+  it('transient connect failures are retried with bounded backoff; auth failures are not', async () => {
+    const flaky = fakeDriver({ failures: ['53300', 'ECONNREFUSED'] })
+    const holder = new Holder(flaky.driver, { connectBackoffBaseMs: 100 })
+    const ok = holder.run((c) => c)
+    await vi.advanceTimersByTimeAsync(1_000)
+    expect((await ok).id).toBe(1)
+    expect(holder.stats().connectRetries).toBe(2)
+
+    const denied = fakeDriver({ failures: ['28P01'] })
+    await expect(new Holder(denied.driver).run((c) => c)).rejects.toBeInstanceOf(AuthError)
+    expect(denied.attempts()).toBe(1)
+
+    const down = fakeDriver({ failures: Array(50).fill('ECONNREFUSED') })
+    const h = new Holder(down.driver, { connectRetries: 100, connectBudgetMs: 2_000, connectBackoffBaseMs: 100, connectBackoffMaxMs: 400 })
+    const failed = h.run((c) => c).catch((e: unknown) => e)
+    await vi.advanceTimersByTimeAsync(3_000)
+    const err = await failed
+    expect(err).toBeInstanceOf(ConnectError)
+    expect((err as ConnectError).attempts).toBeLessThan(50)
+  })
+
+  it('concurrent first callers share one connect (single-flight)', async () => {
+    const { driver, attempts } = fakeDriver()
+    const holder = new Holder(driver, { maxConnections: 1 })
+    const all = await Promise.all(Array.from({ length: 50 }, () => holder.run((c) => c.id)))
+    expect(new Set(all)).toEqual(new Set([1]))
+    expect(attempts()).toBe(1)
+  })
+})
