@@ -47,7 +47,7 @@ export const defaultOptions: ResolvedOptions = Object.freeze({
   maxLifetimeJitterMs: 5 * 60_000,
   connectTimeoutMs: 5_000,
   connectRetries: 5,
-  connectBudgetMs: 8_000,
+  connectBudgetMs: 6_000,
   connectBackoffBaseMs: 100,
   connectBackoffMaxMs: 2_000,
   acquireTimeoutMs: 10_000,

@@ -1,0 +1,95 @@
+/**
+ * AWS Lambda adapter: wraps a handler so warm invocations reuse the module-scope connection
+ * safely. The connection itself is the holder's business; this file only knows Lambda: cold
+ * starts, the event-loop flag, SIGTERM at shutdown, and not holding up the end of an invocation.
+ * @module
+ */
+import type { Callback, Context } from 'aws-lambda'
+import { closeAll } from '../registry.js'
+
+export type AsyncHandler<E, R> = (event: E, context: Context) => Promise<R>
+export type CallbackHandler<E, R> = (event: E, context: Context, callback: Callback<R>) => void
+
+export interface WarmLambdaOptions {
+  /**
+   * Close every warm connection when Lambda sends SIGTERM. Lambda only sends it to functions with
+   * an extension registered; without one the process is killed and the server ends the session.
+   */
+  closeOnSigterm?: boolean
+  /** Time the SIGTERM close may take; Lambda allows the runtime about 300 ms in all. */
+  sigtermTimeoutMs?: number
+}
+
+let coldStart = true
+let sigtermInstalled = false
+
+/** True during the first invocation of this execution environment (process). */
+export function isColdStart(): boolean {
+  return coldStart
+}
+
+/**
+ * Wraps an async or callback-style handler.
+ * @example
+ * const db = warmPostgres(process.env.DATABASE_URL)
+ * export const handler = withWarmconn(async (event) => db.run((sql) => sql`select 1`))
+ */
+export function withWarmconn<E, R>(
+  handler: AsyncHandler<E, R> | CallbackHandler<E, R>,
+  options: WarmLambdaOptions = {},
+): AsyncHandler<E, R> {
+  const { closeOnSigterm = true, sigtermTimeoutMs = 200 } = options
+  if (!Number.isFinite(sigtermTimeoutMs) || sigtermTimeoutMs < 0) {
+    throw new RangeError(`Invalid option "sigtermTimeoutMs": expected a finite number of milliseconds >= 0`)
+  }
+  if (closeOnSigterm) installSigterm(sigtermTimeoutMs)
+  let invocations = 0
+  return async function warmconnHandler(event: E, context: Context): Promise<R> {
+    // The warm connection's socket and unref'd timers must never make Lambda wait for an empty
+    // event loop before it answers a callback-style handler.
+    if (context && typeof context === 'object') context.callbackWaitsForEmptyEventLoop = false
+    coldStart = invocations++ === 0 && coldStart
+    try {
+      return handler.length >= 3
+        ? await callbackToPromise(handler as CallbackHandler<E, R>, event, context)
+        : await (handler as AsyncHandler<E, R>)(event, context)
+    } finally {
+      coldStart = false
+    }
+  }
+}
+
+function callbackToPromise<E, R>(handler: CallbackHandler<E, R>, event: E, context: Context): Promise<R> {
+  return new Promise<R>((resolve, reject) => {
+    let settled = false
+    const callback: Callback<R> = (err, result) => {
+      if (settled) return
+      settled = true
+      if (err) reject(typeof err === 'string' ? new Error(err) : err)
+      else resolve(result as R)
+    }
+    try {
+      const returned = (handler as (...args: unknown[]) => unknown)(event, context, callback)
+      // A handler declared with three parameters may still return a promise.
+      if (returned && typeof (returned as Promise<R>).then === 'function') {
+        ;(returned as Promise<R>).then((value) => callback(null, value), (err: Error) => callback(err))
+      }
+    } catch (err) {
+      callback(err as Error)
+    }
+  })
+}
+
+function installSigterm(timeoutMs: number): void {
+  if (sigtermInstalled) return
+  sigtermInstalled = true
+  process.once('SIGTERM', () => {
+    // Send Terminate to each server so its backend ends now instead of lingering until TCP
+    // keepalive notices; anything uncommitted is rolled back by the server, never committed.
+    const done = closeAll({ timeoutMs }).catch(() => {})
+    void done.then(() => {
+      // Exit only if nobody else listens: another listener (an extension, the user) owns shutdown.
+      if (process.listenerCount('SIGTERM') === 0) process.exit(0)
+    })
+  })
+}
