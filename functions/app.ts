@@ -104,6 +104,8 @@ export function createApp(db: AppDb, log: (line: string) => void = console.error
         return { status: 503, body: { error: 'database unavailable, try again shortly' } }
       }
       log(`warmconn example: ${req.method} ${req.path} -> 500 (${typeof code === 'string' ? code : 'error'})`)
+      // A configuration mistake is worth saying: warmconn's messages name the option, never a secret.
+      if (code === 'WARMCONN_INVALID_OPTION') return { status: 500, body: { error: `server misconfigured: ${(err as Error).message}` } }
       return { status: 500, body: { error: 'internal error' } }
     }
   }

@@ -3,13 +3,13 @@
  * Configure with DATABASE_URL and optional WARMCONN_*_MS overrides; build with `npm run build:lambda`.
  */
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda'
-import { optionsFromEnv, WarmconnError, type Holder } from '../src/index.js'
+import { optionsFromEnv, type Holder } from '../src/index.js'
 import { warmPostgres, type Sql } from '../src/drivers/postgres.js'
 import { withWarmconn } from '../src/lambda/index.js'
-import { createApp, type AppResponse } from './app.js'
+import { createApp } from './app.js'
 
-// Module scope: built on the first invocation, reused by every warm one. Built lazily so a
-// missing DATABASE_URL is a clear 500 on each request instead of a crash-looping init.
+// Module scope: built on the first database request, reused by every warm invocation. Built
+// lazily so a missing DATABASE_URL is a clear 500 naming it instead of a crash-looping init.
 let db: Holder<Sql> | undefined
 function holder(): Holder<Sql> {
   return (db ??= warmPostgres(process.env.DATABASE_URL, optionsFromEnv(process.env)))
@@ -22,21 +22,11 @@ const app = createApp({
 })
 
 export const handler = withWarmconn(async (event: APIGatewayProxyEventV2): Promise<APIGatewayProxyStructuredResultV2> => {
-  let response: AppResponse
-  try {
-    holder()
-    response = await app({
-      method: event?.requestContext?.http?.method ?? 'GET',
-      path: event?.rawPath ?? '/',
-      body: decodeBody(event),
-    })
-  } catch (err) {
-    // Only configuration errors reach here (the app answers everything else); they name the
-    // option at fault and never contain the password.
-    const message = err instanceof WarmconnError ? err.message : 'internal error'
-    console.error(`warmconn example: ${message}`)
-    response = { status: 500, body: { error: message } }
-  }
+  const response = await app({
+    method: event?.requestContext?.http?.method ?? 'GET',
+    path: event?.rawPath ?? '/',
+    body: decodeBody(event),
+  })
   return {
     statusCode: response.status,
     headers: { 'content-type': 'application/json' },
