@@ -1,0 +1,139 @@
+/**
+ * A TCP proxy on 127.0.0.1 that can misbehave like the networks serverless functions sit behind:
+ * go silent (a NAT that dropped its state), reset every connection, or add latency.
+ */
+import net, { type Socket } from 'node:net'
+
+export interface FaultProxy {
+  readonly port: number
+  /** Client connections currently open, blackholed ones included. */
+  connections(): number
+  /**
+   * From now on forward nothing, in either direction, on existing and new connections, and close
+   * nothing: new connections are accepted but never reach the server, so a client's handshake
+   * hangs; a server's FIN or RST never reaches the client either.
+   */
+  blackhole(): void
+  /**
+   * New connections are forwarded again. Connections that were blackholed stay silent but open,
+   * as after a NAT lost their state; their server side stays open until the server drops it or
+   * close() is called.
+   */
+  heal(): void
+  /** Destroys every current connection with a TCP RST on both sides (clients see ECONNRESET). */
+  resetAll(): void
+  /** Round-trip delay: each direction gets ms/2, byte order per connection preserved. */
+  setLatencyMs(ms: number): void
+  close(): Promise<void>
+}
+
+/** One client connection and its upstream; `dead` once blackholed, for good. */
+interface Link {
+  dead: boolean
+}
+
+export async function startProxy(target: { host: string; port: number }, opts: { latencyMs?: number } = {}): Promise<FaultProxy> {
+  let oneWayDelayMs = (opts.latencyMs ?? 0) / 2
+  let blackholed = false
+  const links = new Set<Link>()
+  const clients = new Set<Socket>()
+  const sockets = new Set<Socket>() // clients and upstreams, for resetAll() and close()
+
+  const track = (socket: Socket): void => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+    socket.on('error', () => {}) // every error is followed by 'close', handled below
+  }
+
+  // allowHalfOpen: a FIN from one side must not close the other before delayed bytes are delivered.
+  const server = net.createServer({ allowHalfOpen: true }, (client) => {
+    track(client)
+    const link: Link = { dead: blackholed }
+    clients.add(client)
+    links.add(link)
+    client.on('close', () => {
+      clients.delete(client)
+      links.delete(link)
+    })
+    if (link.dead) {
+      client.resume() // read and drop, like packets into the void
+      return
+    }
+    const upstream = net.connect({ host: target.host, port: target.port, allowHalfOpen: true })
+    track(upstream)
+    // An abortive close on one side (error/RST) becomes a RST on the other; a clean FIN travels
+    // through forward() in order with the data. Dead links propagate nothing.
+    client.on('close', (hadError) => {
+      if (hadError && !link.dead) upstream.resetAndDestroy()
+    })
+    upstream.on('close', (hadError) => {
+      if (hadError && !link.dead) client.resetAndDestroy()
+    })
+    forward(client, upstream, link, () => oneWayDelayMs)
+    forward(upstream, client, link, () => oneWayDelayMs)
+  })
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', resolve)
+  })
+  const address = server.address()
+  if (address === null || typeof address === 'string') throw new Error(`unexpected listen address: ${String(address)}`)
+
+  return {
+    port: address.port,
+    connections: () => clients.size,
+    blackhole() {
+      blackholed = true
+      for (const link of links) link.dead = true
+    },
+    heal() {
+      blackholed = false
+    },
+    resetAll() {
+      for (const socket of sockets) socket.resetAndDestroy()
+    },
+    setLatencyMs(ms) {
+      oneWayDelayMs = ms / 2
+    },
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      for (const socket of sockets) socket.destroy()
+      await closed
+    },
+  }
+}
+
+/** Copies src to dst after delayMs(), in order, dropping everything once the link is dead. */
+function forward(src: Socket, dst: Socket, link: Link, delayMs: () => number): void {
+  let queue: Array<{ due: number; chunk: Buffer | null }> = [] // null chunk: src ended, send FIN
+  let timer: NodeJS.Timeout | undefined
+
+  const deliver = (): void => {
+    timer = undefined
+    if (link.dead) {
+      queue = []
+      return
+    }
+    while (queue[0] && queue[0].due <= Date.now()) {
+      const { chunk } = queue.shift()!
+      if (chunk === null) dst.end()
+      else if (!dst.write(chunk) && !src.isPaused()) {
+        src.pause() // backpressure: read no more until dst's buffer drains
+        dst.once('drain', () => src.resume())
+      }
+    }
+    if (queue[0]) timer = setTimeout(deliver, queue[0].due - Date.now())
+  }
+
+  const enqueue = (chunk: Buffer | null): void => {
+    if (link.dead) return
+    // Never due before the previous chunk, so a lowered latency cannot reorder bytes.
+    const due = Math.max(Date.now() + delayMs(), queue.at(-1)?.due ?? 0)
+    queue.push({ due, chunk })
+    if (!timer) deliver()
+  }
+
+  src.on('data', (chunk: Buffer) => enqueue(chunk))
+  src.on('end', () => enqueue(null))
+}
