@@ -36,6 +36,8 @@ export interface OpenOptions {
 export interface DriverConnection<C> {
   /** The driver's own client, handed to user code as is. */
   readonly client: C
+  /** The server process serving this connection, when the driver learns it while connecting. */
+  readonly backendPid?: number | undefined
   /** One cheap round trip. The holder bounds it with `pingTimeoutMs`. */
   ping(): Promise<void>
   /** Best knowledge, without a round trip, of whether a transaction was left open. */

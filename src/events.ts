@@ -6,7 +6,7 @@
 
 export interface HolderEvents {
   /** A connection was opened; `replaced` when it takes the place of one that died. */
-  connectSuccess: { connectionId: number; durationMs: number; attempts: number; replaced: boolean }
+  connectSuccess: { connectionId: number; backendPid: number | undefined; durationMs: number; attempts: number; replaced: boolean }
   /** A transient connect failure; another attempt follows after `delayMs`. */
   connectRetry: { attempt: number; delayMs: number; code: string | undefined }
   /** Connecting failed for good (auth/config error, or retries exhausted). */

@@ -339,7 +339,7 @@ export class Holder<C> {
         this.#counts.reconnected++
       }
       this.#counts.opened++
-      this.#events.emit('connectSuccess', { connectionId: slot.id, durationMs: now - started, attempts, replaced })
+      this.#events.emit('connectSuccess', { connectionId: slot.id, backendPid: conn.backendPid, durationMs: now - started, attempts, replaced })
       return slot
     } catch (err) {
       this.#remove(slot)
@@ -445,18 +445,17 @@ export class Holder<C> {
 
   #wait(deadline: number): Promise<Slot<C> | undefined> {
     return new Promise((resolve, reject) => {
-      const remaining = deadline - Date.now()
-      const expire = timer(() => {
+      // Not unref'd: a caller is waiting on it (see timer.ts).
+      const expire = setTimeout(() => {
         const i = this.#waiters.indexOf(waiter)
         if (i >= 0) this.#waiters.splice(i, 1)
         reject(new AcquireTimeoutError(this.options.acquireTimeoutMs))
-      })
+      }, Math.max(0, deadline - Date.now()))
       const waiter: Waiter<C> = {
-        wake: (slot) => (expire.cancel(), resolve(slot)),
-        fail: (err) => (expire.cancel(), reject(err)),
+        wake: (slot) => (clearTimeout(expire), resolve(slot)),
+        fail: (err) => (clearTimeout(expire), reject(err)),
       }
       this.#waiters.push(waiter)
-      expire.start(Math.max(0, remaining))
     })
   }
 

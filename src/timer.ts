@@ -1,7 +1,11 @@
 /**
- * A restartable one-shot timer that never keeps a Node process alive (unref'd) and works in
- * workerd, where `setTimeout` returns a number. Staleness decisions never rely on it alone:
- * a frozen process fires no timers, so the holder re-checks timestamps on every use.
+ * A restartable one-shot background timer (the idle close) that never keeps a Node process alive
+ * (unref'd) and works in workerd, where `setTimeout` returns a number. Staleness decisions never
+ * rely on it alone: a frozen process fires no timers, so the holder re-checks timestamps on
+ * every use.
+ *
+ * The other helpers here serve a call in progress and are deliberately NOT unref'd: a caller is
+ * waiting on them, and an unref'd backoff would let Node (and the Lambda runtime) exit mid-call.
  */
 export interface Timer {
   start(ms: number): void
@@ -31,13 +35,12 @@ export function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () =>
   let handle: ReturnType<typeof setTimeout> | undefined
   const deadline = new Promise<never>((_, reject) => {
     handle = setTimeout(() => reject(onTimeout()), ms)
-    unref(handle)
   })
   return Promise.race([promise, deadline]).finally(() => clearTimeout(handle))
 }
 
 export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => unref(setTimeout(resolve, ms)))
+  return new Promise((resolve) => setTimeout(resolve, ms))
 }
 
 /**

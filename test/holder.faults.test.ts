@@ -23,10 +23,26 @@ describe('recovery without failing the call', () => {
     const holder = makeHolder(pg.url, { applicationName: name })
     const before = await pidOf(holder)
     expect(await pg.terminate({ pid: before })).toBe(1)
-    const after = await pidOf(holder) // not marked idempotent: nothing was sent on the dead connection
+    // As between two invocations: the server's goodbye has reached the client before the next call.
+    expect(await eventually(async () => holder.stats().closedBroken === 1)).toBe(true)
+    const after = await pidOf(holder) // not marked idempotent: nothing is sent on the dead connection
     expect(after).not.toBe(before)
     expect((await pg.backends(name)).map((b) => b.pid)).toEqual([after])
     expect(holder.stats()).toMatchObject({ reconnected: 1, failures: 0, replays: 0 })
+    await holder.close()
+  })
+
+  it('a read racing the kill (sent before the close reached the client) succeeds when marked idempotent', async () => {
+    const name = appName('killrace')
+    const holder = makeHolder(pg.url, { applicationName: name })
+    for (let i = 0; i < 5; i++) {
+      const before = await pidOf(holder)
+      await pg.terminate({ pid: before })
+      const after = await pidOf(holder, { idempotent: true }) // no wait: may hit the dying socket
+      expect(after).not.toBe(before)
+      expect((await pg.backends(name)).map((b) => b.pid)).toEqual([after])
+    }
+    expect(holder.stats()).toMatchObject({ reconnected: 5, failures: 0 })
     await holder.close()
   })
 
@@ -49,6 +65,7 @@ describe('recovery without failing the call', () => {
       const holder = makeHolder(pg.url, { applicationName: name })
       const before = await pidOf(holder)
       expect(await eventually(async () => (await pg.backends(name)).length === 0)).toBe(true)
+      expect(await eventually(async () => holder.stats().closedBroken === 1)).toBe(true)
       const after = await pidOf(holder)
       expect(after).not.toBe(before)
       expect(holder.stats()).toMatchObject({ failures: 0, reconnected: 1 })

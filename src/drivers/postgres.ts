@@ -93,10 +93,13 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
       else console.log(notice)
     },
   }) as unknown as Sql
+  let backendPid: number | undefined
   try {
-    // Reserving forces the handshake now, so connect errors surface here, where they are retried.
-    const reserved = await sql.reserve()
-    reserved.release()
+    // A first query forces the handshake now, so connect errors surface here where the holder
+    // retries them, and reports the backend pid. Not sql.reserve(): a failed reserve stays
+    // queued inside postgres.js, which reconnects for it later and leaks a connection.
+    const [row] = await sql`select pg_backend_pid() as pid`
+    backendPid = Number(row?.pid)
   } catch (err) {
     ending = true
     void sql.end({ timeout: 0 }).catch(() => {})
@@ -105,6 +108,7 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
   ready = true
   return {
     client: sql,
+    backendPid,
     async ping() {
       await sql`select 1`
     },
