@@ -91,6 +91,22 @@ export class ConnectionLostError extends WarmconnError {
   }
 }
 
+/**
+ * Cloudflare Workers forbid using a socket opened during one request in another. Raised before
+ * touching such a connection, instead of the runtime's error or a hang.
+ */
+export class CrossRequestError extends WarmconnError {
+  constructor() {
+    super(
+      'WARMCONN_CROSS_REQUEST',
+      'This connection was opened during another Workers request, and Workers forbid sharing I/O between requests. ' +
+        'Keep the connection warm in a Durable Object (warmconn/workers: WarmconnDurableObject + warmClient), ' +
+        'open one per request (withRequestScope), or use Hyperdrive (hyperdriveScope) instead of a module-scope holder.',
+    )
+    this.name = 'CrossRequestError'
+  }
+}
+
 /** The holder was closed (shutdown); no new work is accepted. */
 export class ClosedError extends WarmconnError {
   constructor() {
