@@ -98,6 +98,10 @@ async function openConnection(url: string, neon: NeonConfigOverrides, o: OpenOpt
   client.on('error', (err: unknown) => (ready ? broken() : failOpen(err)))
   client.on('end', () => (ready ? broken() : failOpen(new Error('Connection terminated unexpectedly'))))
   client.neonConfig.on('data', () => void (heard = true))
+  // The pid PostgreSQL gives for cancel requests, free with the handshake. A proxy that rewrites
+  // cancel keys (as pgbouncer does) would make it the proxy's number instead.
+  let backendPid: number | undefined
+  client.connection.once('backendKeyData', (msg: { processID: number }) => void (backendPid = msg.processID))
 
   const connecting = client.connect()
   // Added after connect(): with pipelineConnect, connect() removes every readyForQuery listener.
@@ -120,6 +124,7 @@ async function openConnection(url: string, neon: NeonConfigOverrides, o: OpenOpt
   ready = true
   return {
     client,
+    backendPid,
     async ping() {
       await client.query('select 1')
     },
