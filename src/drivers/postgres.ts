@@ -57,11 +57,12 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
   const port = pgOptions.port ?? (parsed.port || 5432)
   const database = pgOptions.database ?? pgOptions.db ?? decodeURIComponent(parsed.pathname.slice(1))
 
+  const connectOptions = withSecureDefault(parsed, host, pgOptions)
   return {
     name: 'postgres',
     secrets,
     target: `${user || '(default user)'}@${host}:${port}/${database || '(default database)'}`,
-    open: (options) => openConnection(url!, pgOptions, options),
+    open: (options) => openConnection(url!, connectOptions, options),
     classify: (err): Classified => classifyCode(errorCode(err)),
   }
 }
@@ -126,6 +127,20 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
       void sql.end({ timeout: 0 }).catch(() => {})
     },
   }
+}
+
+const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '::1', '[::1]'])
+
+/**
+ * postgres.js connects in plain text unless told otherwise. Across a network that would send
+ * the password and data in the clear, so for any non-local host warmconn asks for TLS with
+ * certificate verification, unless the URL (`sslmode=`) or the `ssl` option says otherwise.
+ */
+function withSecureDefault(url: URL, host: string | string[] | undefined, pgOptions: PostgresOptions): PostgresOptions {
+  if ('ssl' in pgOptions || url.searchParams.has('sslmode') || url.searchParams.has('ssl')) return pgOptions
+  const hosts = (Array.isArray(host) ? host : [host ?? '']).flatMap((h) => h.split(','))
+  if (hosts.every((h) => LOCAL_HOSTS.has(h.replace(/:\d+$/, '')) || h.startsWith('/'))) return pgOptions
+  return { ...pgOptions, ssl: 'verify-full' }
 }
 
 function parseUrl(url: string | undefined): URL {
