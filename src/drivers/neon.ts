@@ -14,6 +14,7 @@ import { InvalidOptionError } from '../errors.js'
 import { Holder } from '../holder.js'
 import type { HolderOptions } from '../options.js'
 import { sharedHolder, stableKey } from '../registry.js'
+import { parseConnectionUrl, secretsOf } from '../url.js'
 import { withTimeout } from '../timer.js'
 
 /** The settings neon accepts per Client: wsProxy, webSocketConstructor, useSecureWebSocket... */
@@ -54,7 +55,7 @@ export function warmNeon(url: string | undefined, options: WarmNeonOptions = {})
 
 /** The driver alone, for building a holder by hand: `new Holder(neonDriver(url, { wsProxy }), options)`. */
 export function neonDriver(url: string | undefined, neon: NeonConfigOverrides = {}): Driver<Client> {
-  const parsed = parseUrl(url)
+  const parsed = parseConnectionUrl(url)
   if (neon === null || typeof neon !== 'object') throw new InvalidOptionError('neon', 'expected an object of neonConfig settings')
   for (const key of Object.keys(neon)) {
     if (!PER_CLIENT.has(key)) {
@@ -69,7 +70,7 @@ export function neonDriver(url: string | undefined, neon: NeonConfigOverrides = 
   const database = decodeURIComponent(parsed.pathname.slice(1))
   return {
     name: 'neon',
-    secrets: passwordsOf(parsed),
+    secrets: secretsOf(parsed),
     target: `${user || '(default user)'}@${parsed.hostname}:${parsed.port || 5432}/${database || '(default database)'}`,
     open: (options) => openConnection(url!, neon, options),
     classify: (err): Classified => classifyCode(codeOf(err), ownCode),
@@ -189,36 +190,5 @@ function refOf(value: object): number {
   return ref
 }
 
-function parseUrl(url: string | undefined): URL {
-  if (url === undefined || url === null || url === '') {
-    throw new InvalidOptionError('url', 'missing: pass a postgres:// connection URL (is DATABASE_URL set?)')
-  }
-  if (typeof url !== 'string') throw new InvalidOptionError('url', 'expected a postgres:// connection URL string')
-  let parsed: URL
-  try {
-    parsed = new URL(url)
-  } catch {
-    // The value is not echoed: a malformed URL may still hold a password.
-    throw new InvalidOptionError('url', 'not a valid URL; expected postgres://user:password@host:port/database')
-  }
-  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-    throw new InvalidOptionError('url', `unsupported scheme "${parsed.protocol}"; expected postgres:// or postgresql://`)
-  }
-  if (!parsed.hostname) throw new InvalidOptionError('url', 'has no host')
-  return parsed
-}
 
-function passwordsOf(url: URL): string[] {
-  const found = [url.password, safeDecode(url.password)]
-  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env
-  if (env?.PGPASSWORD) found.push(env.PGPASSWORD)
-  return [...new Set(found.filter((s) => s.length > 0))]
-}
 
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s)
-  } catch {
-    return s
-  }
-}

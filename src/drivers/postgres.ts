@@ -11,6 +11,7 @@ import { InvalidOptionError } from '../errors.js'
 import { Holder } from '../holder.js'
 import type { HolderOptions } from '../options.js'
 import { sharedHolder, stableKey } from '../registry.js'
+import { parseConnectionUrl, secretsOf } from '../url.js'
 
 export type Sql = postgres.Sql<Record<string, never>>
 export type PostgresOptions = postgres.Options<Record<string, never>>
@@ -46,12 +47,12 @@ export function warmPostgres(url: string | undefined, options: WarmPostgresOptio
 
 /** The driver alone, for building a holder by hand: `new Holder(postgresDriver(url), options)`. */
 export function postgresDriver(url: string | undefined, pgOptions: PostgresOptions = {}): Driver<Sql> {
-  const parsed = parseUrl(url)
+  const parsed = parseConnectionUrl(url)
   if (pgOptions === null || typeof pgOptions !== 'object') throw new InvalidOptionError('postgres', 'expected an object of postgres.js options')
   for (const [key, instead] of Object.entries(OWNED)) {
     if (key in pgOptions) throw new InvalidOptionError(`postgres.${key}`, `warmconn manages this; use the "${instead}" option instead`)
   }
-  const secrets = passwordsOf(parsed, pgOptions)
+  const secrets = secretsOf(parsed, ...[pgOptions.password, pgOptions.pass].filter((p): p is string => typeof p === 'string'))
   const user = pgOptions.user ?? pgOptions.username ?? decodeURIComponent(parsed.username)
   const host = pgOptions.host ?? parsed.hostname
   const port = pgOptions.port ?? (parsed.port || 5432)
@@ -143,37 +144,6 @@ function withSecureDefault(url: URL, host: string | string[] | undefined, pgOpti
   return { ...pgOptions, ssl: 'verify-full' }
 }
 
-function parseUrl(url: string | undefined): URL {
-  if (url === undefined || url === null || url === '') {
-    throw new InvalidOptionError('url', 'missing: pass a postgres:// connection URL (is DATABASE_URL set?)')
-  }
-  if (typeof url !== 'string') throw new InvalidOptionError('url', 'expected a postgres:// connection URL string')
-  let parsed: URL
-  try {
-    parsed = new URL(url)
-  } catch {
-    // The value is not echoed: a malformed URL may still hold a password.
-    throw new InvalidOptionError('url', 'not a valid URL; expected postgres://user:password@host:port/database')
-  }
-  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-    throw new InvalidOptionError('url', `unsupported scheme "${parsed.protocol}"; expected postgres:// or postgresql://`)
-  }
-  if (!parsed.hostname) throw new InvalidOptionError('url', 'has no host')
-  return parsed
-}
 
-function passwordsOf(url: URL, pgOptions: PostgresOptions): string[] {
-  const found = [url.password, safeDecode(url.password), pgOptions.password, pgOptions.pass]
-  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env
-  if (env?.PGPASSWORD) found.push(env.PGPASSWORD)
-  return [...new Set(found.filter((s): s is string => typeof s === 'string' && s.length > 0))]
-}
 
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s)
-  } catch {
-    return s
-  }
-}
 

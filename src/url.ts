@@ -1,0 +1,41 @@
+/**
+ * Connection URL parsing shared by the drivers: one set of messages, and one place that knows
+ * where a password can hide (URL, options, PGPASSWORD) so every driver redacts the same secrets.
+ * @module
+ */
+import { InvalidOptionError } from './errors.js'
+
+/** Parses a postgres:// URL; errors name the option and never echo the value (it may hold a password). */
+export function parseConnectionUrl(url: string | undefined): URL {
+  if (url === undefined || url === null || url === '') {
+    throw new InvalidOptionError('url', 'missing: pass a postgres:// connection URL (is DATABASE_URL set?)')
+  }
+  if (typeof url !== 'string') throw new InvalidOptionError('url', 'expected a postgres:// connection URL string')
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    throw new InvalidOptionError('url', 'not a valid URL; expected postgres://user:password@host:port/database')
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new InvalidOptionError('url', `unsupported scheme "${parsed.protocol}"; expected postgres:// or postgresql://`)
+  }
+  if (!parsed.hostname) throw new InvalidOptionError('url', 'has no host')
+  return parsed
+}
+
+/** Every form of the password a message could echo: raw and URL-decoded, from options and PGPASSWORD. */
+export function secretsOf(url: URL, ...more: Array<string | undefined>): string[] {
+  const found = [url.password, safeDecode(url.password), ...more]
+  const env = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env
+  if (env?.PGPASSWORD) found.push(env.PGPASSWORD)
+  return [...new Set(found.filter((s): s is string => typeof s === 'string' && s.length > 0))]
+}
+
+export function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s)
+  } catch {
+    return s
+  }
+}
