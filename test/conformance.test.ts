@@ -1,0 +1,46 @@
+/**
+ * Every driver passes the same conformance suite against a real PostgreSQL. Adding a driver
+ * (node-postgres `pg`, say) is a target here plus its src/drivers file.
+ */
+import { WebSocket } from 'ws'
+import type { Client } from '@neondatabase/serverless'
+import { afterAll, beforeAll } from 'vitest'
+import { Holder } from '../src/index.js'
+import { postgresDriver, type Sql } from '../src/drivers/postgres.js'
+import { neonDriver } from '../src/drivers/neon.js'
+import { startPostgres, type TestPg } from './harness/pg.js'
+import { startRelay, type Relay } from './harness/relay.js'
+import { conformance } from './conformance/suite.js'
+
+let pg: TestPg
+let relay: Relay
+beforeAll(async () => {
+  pg = await startPostgres()
+  relay = await startRelay()
+})
+afterAll(async () => {
+  await relay?.close()
+  await pg?.stop()
+})
+
+conformance({
+  name: 'postgres.js direct',
+  pg: () => pg,
+  upstream: () => ({ host: pg.host, port: pg.port }),
+  url: (port, password) => pg.urlFor({ port, password }),
+  holder: (url, options) => new Holder(postgresDriver(url, { onnotice: () => {} }), options) as Holder<unknown>,
+  exec: (client, text, params = []) => (client as Sql).unsafe(text, params as never[]),
+  stableBackend: true,
+  ping: 'select 1',
+})
+
+conformance({
+  name: 'neon direct',
+  pg: () => pg,
+  upstream: () => ({ host: pg.host, port: pg.port }),
+  url: (port, password) => pg.urlFor({ port, password }),
+  holder: (url, options) => new Holder(neonDriver(url, { ...relay.neonConfig(), webSocketConstructor: WebSocket }), options) as Holder<unknown>,
+  exec: async (client, text, params = []) => (await (client as Client).query(text, params)).rows,
+  stableBackend: true,
+  ping: 'select 1',
+})
