@@ -5,6 +5,7 @@
  * @module
  */
 import type { Callback, Context } from 'aws-lambda'
+import { InvalidOptionError } from '../errors.js'
 import { closeAll } from '../registry.js'
 
 export type AsyncHandler<E, R> = (event: E, context: Context) => Promise<R>
@@ -38,10 +39,17 @@ export function withWarmconn<E, R>(
   handler: AsyncHandler<E, R> | CallbackHandler<E, R>,
   options: WarmLambdaOptions = {},
 ): AsyncHandler<E, R> {
-  const { closeOnSigterm = true, sigtermTimeoutMs = 200 } = options
-  if (!Number.isFinite(sigtermTimeoutMs) || sigtermTimeoutMs < 0) {
-    throw new RangeError(`Invalid option "sigtermTimeoutMs": expected a finite number of milliseconds >= 0`)
+  if (typeof handler !== 'function') throw new InvalidOptionError('handler', 'expected a function')
+  for (const key of Object.keys(options ?? {})) {
+    if (key !== 'closeOnSigterm' && key !== 'sigtermTimeoutMs') {
+      throw new InvalidOptionError(key, 'unknown option; known options are closeOnSigterm, sigtermTimeoutMs')
+    }
   }
+  const { closeOnSigterm = true, sigtermTimeoutMs = 200 } = options ?? {}
+  if (typeof sigtermTimeoutMs !== 'number' || !Number.isFinite(sigtermTimeoutMs) || sigtermTimeoutMs < 0) {
+    throw new InvalidOptionError('sigtermTimeoutMs', 'expected a finite number of milliseconds >= 0')
+  }
+  if (typeof closeOnSigterm !== 'boolean') throw new InvalidOptionError('closeOnSigterm', 'expected true or false')
   if (closeOnSigterm) installSigterm(sigtermTimeoutMs)
   let invocations = 0
   return async function warmconnHandler(event: E, context: Context): Promise<R> {
