@@ -1,0 +1,57 @@
+/**
+ * The Worker side of Durable Object mode: calls a holder object over RPC and turns its replies
+ * back into results and typed errors.
+ * @module
+ */
+import type { DurableObjectLocationHint, DurableObjectNamespace } from '@cloudflare/workers-types'
+import { InvalidOptionError } from '../errors.js'
+import type { ObjectStats, WarmconnDurableObject } from './durable-object.js'
+import type { QueryOptions, QueryResult, Reply, Statement } from './protocol.js'
+import { decodeError } from './remote-errors.js'
+
+export interface WarmClientOptions {
+  /** Holder objects are named `${name}-0` to `${name}-${shards - 1}`. Default `warmconn`. */
+  name?: string
+  /**
+   * How many holder objects (one warm connection each) to spread clients over. Each client picks
+   * one at random, so the queries of one request go to one object, in order. Default 1.
+   */
+  shards?: number
+  /** Where a holder object is created, e.g. `weur`: put it near the database. Only honoured when it is first created. */
+  locationHint?: DurableObjectLocationHint
+}
+
+export interface WarmClient {
+  /** The holder object this client talks to. */
+  readonly name: string
+  /** Runs one statement in the holder object. SQL errors throw SqlError (code = SQLSTATE); warmconn's own, WarmconnError subclasses. */
+  query(text: string, params?: unknown[], options?: QueryOptions): Promise<QueryResult>
+  /** Runs the statements in one transaction: all commit or none. */
+  batch(statements: Statement[], options?: QueryOptions): Promise<QueryResult[]>
+  stats(): Promise<ObjectStats>
+}
+
+/**
+ * A client for the holder objects bound as `namespace`. Cheap: make one per request. It makes a
+ * new stub for every call, so even one kept in module scope never reuses another request's I/O.
+ * @example
+ * const db = warmClient(env.WARMCONN, { locationHint: 'weur' })
+ * const { rows } = await db.query('select * from users where id = $1', [id], { idempotent: true })
+ */
+export function warmClient<T extends WarmconnDurableObject>(namespace: DurableObjectNamespace<T>, options: WarmClientOptions = {}): WarmClient {
+  const { name = 'warmconn', shards = 1, locationHint } = options
+  if (!Number.isInteger(shards) || shards < 1) throw new InvalidOptionError('shards', `expected a whole number >= 1, got ${shards}`)
+  const shard = `${name}-${Math.floor(Math.random() * shards)}`
+  const stub = () => namespace.get(namespace.idFromName(shard), locationHint === undefined ? undefined : { locationHint })
+  return {
+    name: shard,
+    query: async (text, params = [], queryOptions = {}) => unwrap(await stub().query(text, params, queryOptions)),
+    batch: async (statements, queryOptions = {}) => unwrap(await stub().batch(statements, queryOptions)),
+    stats: async () => unwrap(await stub().stats()),
+  }
+}
+
+function unwrap<T>(reply: Reply<T>): T {
+  if (reply.ok) return reply.value
+  throw decodeError(reply.error)
+}

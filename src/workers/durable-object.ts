@@ -1,0 +1,116 @@
+/**
+ * Durable Object mode. All requests to one Durable Object share its I/O context, so it is the one
+ * place in Workers where a connection may outlive a request. This object keeps a holder (the
+ * core lifecycle: lazy revalidation, bounded ping, lifetime, idle close) and serves queries over
+ * Workers RPC. An idle connection is closed by the holder's timer and, as a backstop, by a
+ * storage alarm at the holder's next deadline. The runtime may evict the object at any time
+ * (seen locally after 60-140 s idle, socket open or not), so nothing here depends on the
+ * instance surviving: a new instance simply connects again.
+ * @module
+ */
+import { DurableObject } from 'cloudflare:workers'
+import type { Holder, HolderStats } from '../holder.js'
+import type { Sql } from '../drivers/postgres.js'
+import { envOptionNames, optionsFromEnv } from '../options.js'
+import { toQueryResult, type QueryOptions, type QueryResult, type Reply, type Statement } from './protocol.js'
+import { encodeError } from './remote-errors.js'
+import { holderFor, type ConnectionSettings } from './settings.js'
+
+/** The bindings the default `connection()` reads: DATABASE_URL and the WARMCONN_*_MS overrides. */
+export type WarmconnEnv = { DATABASE_URL?: string } & { [K in keyof typeof envOptionNames]?: string }
+
+/** One holder object's stats: the holder's counters, and when its idle-close alarm is due (epoch ms). */
+export interface ObjectStats extends HolderStats {
+  alarmAt: number | null
+}
+
+// An alarm that fires before the deadline costs one wake-up (alarm() re-arms it), one that fires
+// after it holds an idle connection too long. So the alarm is rewritten only when none is set or
+// the deadline moved earlier than it by more than this, which keeps storage writes off the hot path.
+const ALARM_SLACK_MS = 1_000
+
+/**
+ * Export it (or a subclass) from your Worker and bind it as a Durable Object; call it through
+ * `warmClient`. Override `connection()` to connect elsewhere or pass postgres.js options.
+ * @example
+ * export { WarmconnDurableObject } from 'warmconn/workers'
+ * // wrangler.toml: [[durable_objects.bindings]] name = "WARMCONN", class_name = "WarmconnDurableObject"
+ */
+export class WarmconnDurableObject<Env extends WarmconnEnv = WarmconnEnv> extends DurableObject<Env> {
+  #db: { holder: Holder<Sql>; secrets: readonly string[] } | undefined
+  /** The alarm this instance set, if any; undefined in a new instance (one extra write). */
+  #alarmAt: number | undefined
+
+  /** Where and how to connect; read once per instance, on the first call. */
+  protected connection(): ConnectionSettings {
+    return { url: this.env.DATABASE_URL, options: optionsFromEnv(this.env) }
+  }
+
+  /** Runs one statement; rows come back as plain objects with `count` and `command`. */
+  query(text: string, params: unknown[] = [], options: QueryOptions = {}): Promise<Reply<QueryResult>> {
+    return this.#serve(async (holder) => {
+      checkStatement({ text, params })
+      const result = await holder.run((sql) => sql.unsafe(text, params as never[]), { idempotent: options.idempotent === true })
+      return toQueryResult(result)
+    })
+  }
+
+  /** Runs the statements in one transaction: all of them commit, or none. */
+  batch(statements: Statement[], options: QueryOptions = {}): Promise<Reply<QueryResult[]>> {
+    return this.#serve(async (holder) => {
+      if (!Array.isArray(statements)) throw new TypeError('batch: expected an array of { text, params? }')
+      statements.forEach(checkStatement)
+      return holder.run(
+        (sql) =>
+          sql.begin(async (tx) => {
+            const results: QueryResult[] = []
+            for (const { text, params = [] } of statements) results.push(toQueryResult(await tx.unsafe(text, params as never[])))
+            return results
+          }),
+        { idempotent: options.idempotent === true },
+      )
+    })
+  }
+
+  stats(): Promise<Reply<ObjectStats>> {
+    return this.#serve(async (holder) => ({ ...holder.stats(), alarmAt: await this.ctx.storage.getAlarm() }))
+  }
+
+  /** Closes what is idle past its deadline, then re-arms for the next one. */
+  override async alarm(): Promise<void> {
+    this.#alarmAt = undefined
+    // A new instance has no holder: the connections of an evicted one went with it.
+    if (!this.#db) return
+    await this.#db.holder.sweep()
+    await this.#armAlarm()
+  }
+
+  async #serve<T>(fn: (holder: Holder<Sql>) => Promise<T>): Promise<Reply<T>> {
+    try {
+      this.#db ??= holderFor(this.connection())
+      return { ok: true, value: await fn(this.#db.holder) }
+    } catch (err) {
+      return { ok: false, error: encodeError(err, this.#db?.secrets ?? []) }
+    } finally {
+      await this.#armAlarm()
+    }
+  }
+
+  async #armAlarm(): Promise<void> {
+    const due = this.#db?.holder.nextDeadline()
+    if (due === undefined) return
+    if (this.#alarmAt !== undefined && this.#alarmAt <= due + ALARM_SLACK_MS) return
+    this.#alarmAt = due
+    try {
+      await this.ctx.storage.setAlarm(due)
+    } catch {
+      // The holder's own timer still closes the connection; the next call tries again.
+      this.#alarmAt = undefined
+    }
+  }
+}
+
+function checkStatement(statement: Statement): void {
+  if (typeof statement?.text !== 'string') throw new TypeError('expected the statement text as a string')
+  if (statement.params !== undefined && !Array.isArray(statement.params)) throw new TypeError('expected params as an array')
+}
