@@ -388,7 +388,10 @@ export class Holder<C> {
         const ceiling = Math.min(o.connectBackoffMaxMs, o.connectBackoffBaseMs * 2 ** (attempt - 1))
         const delayMs = Math.random() * ceiling
         const retryable = seen.kind === 'transient' || seen.kind === 'connection'
-        const outOfBudget = Date.now() - started + delayMs >= o.connectBudgetMs
+        // An attempt squeezed into the budget's last milliseconds could only time out, and would
+        // then report CONNECT_TIMEOUT instead of the failure that actually drove the retries.
+        const minAttemptMs = Math.min(o.connectTimeoutMs, MIN_ATTEMPT_MS)
+        const outOfBudget = Date.now() - started + delayMs + minAttemptMs > o.connectBudgetMs
         if (!retryable || attempt > o.connectRetries || outOfBudget || this.#closed) {
           const why = !retryable ? 'not a transient failure' : outOfBudget ? `another retry would pass connectBudgetMs (${o.connectBudgetMs} ms)` : `connectRetries (${o.connectRetries}) exhausted`
           throw new ConnectError(`Could not connect to ${where} after ${attempt} attempt(s), ${why}: ${message}`, attempt, seen.code, cause)
@@ -545,6 +548,9 @@ export class Holder<C> {
 }
 
 class PingTimeout extends Error {}
+
+/** The least time worth giving a connect attempt (loopback TCP + SCRAM take ~20 ms here). */
+const MIN_ATTEMPT_MS = 250
 
 /**
  * workerd binds I/O objects to the request that created them; reading `signal.aborted` of an

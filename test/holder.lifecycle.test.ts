@@ -131,7 +131,8 @@ describe('writes are never replayed blindly', () => {
       await sql`insert into ledger (note) values ('write-once')`
       await sql`select pg_sleep(5)`
     }).catch((e: unknown) => e)
-    expect(await eventually(async () => (await pg.backends(name)).some((b) => b.state === 'active'))).toBe(true)
+    // Killed once the insert has committed and the sleep runs: the write reached the server.
+    expect(await eventually(async () => (await pg.admin`select 1 from pg_stat_activity where pid = ${pid} and query like '%pg_sleep%'`).length === 1)).toBe(true)
     await pg.terminate({ pid })
     const err = await running
     expect(err).toBeInstanceOf(ConnectionLostError)
@@ -140,6 +141,23 @@ describe('writes are never replayed blindly', () => {
     const inserts = (await pg.statements({ applicationName: name, since: mark })).filter((s) => s.includes('write-once'))
     expect(inserts).toHaveLength(1)
     expect(holder.stats()).toMatchObject({ replays: 0, failures: 1 })
+    await holder.close()
+  })
+
+  it('after a kill mid-transaction, later statements of the call fail instead of autocommitting on a new connection', async () => {
+    const name = appName('midtx')
+    const holder = makeHolder(pg.url, { applicationName: name })
+    const outcome = await holder.run(async (sql) => {
+      await sql`begin`
+      await sql`insert into ledger (note) values ('midtx-first')`
+      await pg.terminate({ applicationName: name })
+      await eventually(async () => holder.stats().closedBroken === 1)
+      await sql`insert into ledger (note) values ('midtx-second')`
+      await sql`commit`
+    }).then(() => 'succeeded', (e: unknown) => e)
+    expect(outcome).toBeInstanceOf(ConnectionLostError)
+    expect(await notes('midtx-first')).toBe(0)
+    expect(await notes('midtx-second')).toBe(0)
     await holder.close()
   })
 

@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { startPostgres, type TestPg } from './harness/pg.js'
 import { skipPgBouncer, startPgBouncer, type TestPgBouncer } from './harness/pgbouncer.js'
 import { appName, eventually, makeHolder, recordEvents, sleep } from './helpers/core.js'
-import { ConnectError, ConnectionLostError, type Holder, type HolderOptions } from '../src/index.js'
+import { AuthError, ConnectionLostError, type Holder, type HolderOptions } from '../src/index.js'
 import type { PostgresOptions, Sql } from '../src/drivers/postgres.js'
 
 const POOL_SIZE = 2 // small, so a pinned server is visible and two clients must share servers
@@ -139,13 +139,11 @@ describe.skipIf(skipPgBouncer)('warmconn through PgBouncer in transaction mode',
       expect(await clientsOf(name)).toHaveLength(1)
     })
 
-    // KNOWN BUG in the core, pinned here so a fix shows up as a failure to update (it is not
-    // specific to PgBouncer: the same happens directly against PostgreSQL). Once its connection has
-    // died, postgres.js (max: 1) silently opens a new one for the next statement, so the rest of a
-    // manual BEGIN ... COMMIT runs in autocommit and is committed: a partial write the call reports
-    // as success. The driver also drops the 25P01 "no transaction in progress" notice the COMMIT
-    // raises. Correct would be: the statement fails (ConnectionLostError) and nothing is committed.
-    it('KNOWN BUG: statements after a mid-transaction kill are autocommitted on a connection postgres.js reopens by itself', async () => {
+    // Once its connection has died, postgres.js (max: 1) would silently open a new one for the next
+    // statement, so the rest of a manual BEGIN ... COMMIT would run in autocommit and be committed:
+    // a partial write reported as success. The driver ends the instance on an unexpected close, so
+    // the next statement fails instead. The same holds directly against PostgreSQL.
+    it('statements after a mid-transaction kill fail typed and nothing of the transaction is committed', async () => {
       const { closed, onclose } = closeSignal()
       const holder = viaBouncer(appName('bouncer-killtx-after'), {}, { onclose })
       const outcome = await holder
@@ -159,8 +157,9 @@ describe.skipIf(skipPgBouncer)('warmconn through PgBouncer in transaction mode',
           await sql.unsafe('commit')
         })
         .then(() => 'succeeded', (e: unknown) => e)
-      expect(outcome).toBe('succeeded')
-      expect(await rows()).toEqual(['second'])
+      expect(outcome).toBeInstanceOf(ConnectionLostError)
+      expect(await rows()).toEqual([])
+      expect(await holder.run((sql) => sql`select 1 as ok`)).toEqual([{ ok: 1 }])
     })
 
     it('a server backend killed mid-query: a non-idempotent call fails typed; an idempotent one is replayed and succeeds', async () => {
@@ -188,9 +187,9 @@ describe.skipIf(skipPgBouncer)('warmconn through PgBouncer in transaction mode',
       const events = recordEvents(holder)
       const err = await holder.run((sql) => sql`select 1`).catch((e: unknown) => e)
       // PgBouncer reports a failed SCRAM login as FATAL 08P01 "SASL authentication failed", not
-      // 28P01, so it is a ConnectError rather than an AuthError; still never retried.
-      expect(err).toBeInstanceOf(ConnectError)
-      expect(err).toMatchObject({ causeCode: '08P01', attempts: 1 })
+      // 28P01; the driver still knows it for what it is: an AuthError, never retried.
+      expect(err).toBeInstanceOf(AuthError)
+      expect(err).toMatchObject({ sqlState: '08P01' })
       expect(holder.stats().connectRetries).toBe(0)
       const good = viaBouncer(appName('bouncer-goodpw'))
       await good.run((sql) => sql`select 1`)

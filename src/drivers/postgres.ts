@@ -64,7 +64,12 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
     secrets,
     target: `${user || '(default user)'}@${host}:${port}/${database || '(default database)'}`,
     open: (options) => openConnection(url!, connectOptions, options),
-    classify: (err): Classified => classifyCode(errorCode(err)),
+    classify: (err): Classified => {
+      const code = errorCode(err)
+      // PgBouncer reports a failed SCRAM login as 08P01 "SASL authentication failed".
+      if (code === '08P01' && /authentication failed/i.test(String((err as Error)?.message))) return { kind: 'auth', code, notSent: true }
+      return classifyCode(code)
+    },
   }
 }
 
@@ -72,6 +77,7 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
   let inTransaction = false
   let ready = false
   let ending = false
+  let rollingBack = false
   const userNotice = pgOptions.onnotice
   const sql = postgres(url, {
     ...pgOptions,
@@ -81,16 +87,24 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
     connect_timeout: o.connectTimeoutMs / 1000,
     connection: { application_name: o.applicationName, ...pgOptions.connection },
     onclose(id) {
-      if (ready && !ending) o.onBroken()
+      if (ready && !ending) {
+        // postgres.js (max: 1) would silently open a new connection for the next statement; in
+        // the middle of a caller's BEGIN ... COMMIT that would autocommit the rest of it. Ending
+        // the instance makes every later statement fail (CONNECTION_ENDED) instead.
+        ending = true
+        void sql.end({ timeout: 0 }).catch(() => {})
+        o.onBroken()
+      }
       pgOptions.onclose?.(id)
     },
     debug(id, query, parameters, types) {
       inTransaction = nextTxState(inTransaction, query)
       if (typeof pgOptions.debug === 'function') pgOptions.debug(id, query, parameters, types)
     },
-    // Our hygiene ROLLBACK may find no transaction; that warning (25P01) is expected, not news.
+    // Our own hygiene ROLLBACK may find no transaction; that warning (25P01) is expected then,
+    // but a caller's COMMIT that finds none is news, so it is passed on.
     onnotice(notice) {
-      if (notice.code === '25P01') return
+      if (notice.code === '25P01' && rollingBack) return
       if (userNotice) userNotice(notice)
       else console.log(notice)
     },
@@ -116,7 +130,12 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
     },
     inTransaction: () => inTransaction,
     async rollback() {
-      await sql.unsafe('rollback')
+      rollingBack = true
+      try {
+        await sql.unsafe('rollback')
+      } finally {
+        rollingBack = false
+      }
       inTransaction = false
     },
     async close(timeoutMs) {
