@@ -43,6 +43,20 @@ export function classifyCode(code: string | undefined, extra?: (code: string | u
 }
 
 /**
+ * Classifies a driver error: its code, plus what only the message tells. Poolers report a failed
+ * login as 08P01 (protocol violation) with "authentication failed", which must not be retried.
+ */
+export function classifyError(err: unknown, code: string | undefined, extra?: (code: string | undefined) => Classified | undefined): Classified {
+  const message = String((err as { message?: unknown } | null)?.message)
+  if (code === '08P01' && /authentication failed/i.test(message)) return { kind: 'auth', code, notSent: true }
+  // workerd's refused connect carries no code, only this message; nothing was sent yet.
+  if (code === undefined && /proxy request failed, cannot connect/i.test(message)) {
+    return { kind: 'transient', code: 'WORKERD_CONNECT_FAILED', notSent: true }
+  }
+  return classifyCode(code, extra)
+}
+
+/**
  * Tracks, from the statements sent, whether a transaction is open, so hygiene costs no round
  * trip when none is. Leading comments are skipped; `ROLLBACK TO SAVEPOINT` keeps it open.
  */

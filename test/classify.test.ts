@@ -53,3 +53,12 @@ describe('redaction', () => {
     expect(safeCause(harmless, ['hunter2'])).toBe(harmless)
   })
 })
+
+describe('messages that carry the meaning when the code does not', () => {
+  it('a pooler\'s 08P01 "authentication failed" is auth; workerd\'s refused connect is transient', async () => {
+    const { classifyError } = await import('../src/classify.js')
+    expect(classifyError(new Error('SASL authentication failed'), '08P01').kind).toBe('auth')
+    expect(classifyError(new Error('protocol violation'), '08P01').kind).toBe('query')
+    expect(classifyError(new Error('proxy request failed, cannot connect to the specified address'), undefined)).toEqual({ kind: 'transient', code: 'WORKERD_CONNECT_FAILED', notSent: true })
+  })
+})

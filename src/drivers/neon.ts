@@ -9,7 +9,7 @@
  */
 import { Client, neonConfig, type NeonConfigGlobalAndClient } from '@neondatabase/serverless'
 import type { Classified, Driver, DriverConnection, OpenOptions } from '../driver.js'
-import { classifyCode, errorCode } from '../classify.js'
+import { classifyError, errorCode } from '../classify.js'
 import { InvalidOptionError } from '../errors.js'
 import { Holder } from '../holder.js'
 import type { HolderOptions } from '../options.js'
@@ -73,7 +73,7 @@ export function neonDriver(url: string | undefined, neon: NeonConfigOverrides = 
     secrets: secretsOf(parsed),
     target: `${user || '(default user)'}@${parsed.hostname}:${parsed.port || 5432}/${database || '(default database)'}`,
     open: (options) => openConnection(url!, neon, options),
-    classify: (err): Classified => classifyCode(codeOf(err), ownCode),
+    classify: (err): Classified => classifyError(err, codeOf(err), ownCode),
   }
 }
 

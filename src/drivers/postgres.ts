@@ -6,7 +6,7 @@
  */
 import postgres from 'postgres'
 import type { Classified, Driver, DriverConnection, OpenOptions } from '../driver.js'
-import { classifyCode, errorCode, nextTxState } from '../classify.js'
+import { classifyError, errorCode, nextTxState } from '../classify.js'
 import { InvalidOptionError } from '../errors.js'
 import { Holder } from '../holder.js'
 import type { HolderOptions } from '../options.js'
@@ -64,12 +64,7 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
     secrets,
     target: `${user || '(default user)'}@${host}:${port}/${database || '(default database)'}`,
     open: (options) => openConnection(url!, connectOptions, options),
-    classify: (err): Classified => {
-      const code = errorCode(err)
-      // PgBouncer reports a failed SCRAM login as 08P01 "SASL authentication failed".
-      if (code === '08P01' && /authentication failed/i.test(String((err as Error)?.message))) return { kind: 'auth', code, notSent: true }
-      return classifyCode(code)
-    },
+    classify: (err): Classified => classifyError(err, errorCode(err)),
   }
 }
 

@@ -39,6 +39,8 @@ export function conformance(t: ConformanceTarget): void {
     beforeAll(async () => {
       proxy = await startProxy(t.upstream())
       await pg().admin.unsafe('create table if not exists conformance_ledger (id serial primary key, note text not null)')
+      // Poolers connect as the non-superuser role `app`.
+      await pg().admin.unsafe('grant all on table conformance_ledger to public; grant all on sequence conformance_ledger_id_seq to public')
     })
     afterAll(async () => {
       await Promise.all(holders.map((h) => h.close({ timeoutMs: 500 })))
