@@ -92,7 +92,7 @@ try {
 function report(): void {
   const groupKey = (r: Row) => `${r.env} / ${r.distanceMs} ms RTT${r.tls ? ' + TLS' : ''}`
   const out: string[] = []
-  out.push(`warmconn benchmark (${quick ? 'quick, ' : ''}n=${n} per row; ms per invocation; ratio = p / raw held p)`)
+  out.push(`warmconn benchmark (${quick ? 'quick, ' : ''}n=${n} per row; ms per invocation; ratio = p / the raw held connection (d), in Workers rows p / Durable Object)`)
   out.push('')
   out.push(`| environment | pattern | p50 | p99 | p50 ratio | p99 ratio |`)
   out.push(`|---|---|---|---|---|---|`)

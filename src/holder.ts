@@ -298,7 +298,9 @@ export class Holder<C> {
     }
     if (idleMs >= this.options.idleTimeoutMs) return void this.#retireIdle(slot, idleMs), false
     if (now >= slot.expiresAt) return void this.#retireLifetime(slot, now), false
-    await settle()
+    // After a real gap (a freeze, a quiet spell) the server's goodbye may be queued unread; let it
+    // land first. Back-to-back calls skip this event-loop turn: the hot path stays one round trip.
+    if (idleMs >= SETTLE_AFTER_IDLE_MS) await settle()
     if (slot.broken) return this.#drop(slot, undefined), false
     if (this.#closed) return this.#release(slot), false
     if (idleMs < this.options.staleAfterMs) {
@@ -548,6 +550,9 @@ export class Holder<C> {
 }
 
 class PingTimeout extends Error {}
+
+/** Idle time after which queued socket events are let in before a connection is handed out. */
+const SETTLE_AFTER_IDLE_MS = 50
 
 /** The least time worth giving a connect attempt (loopback TCP + SCRAM take ~20 ms here). */
 const MIN_ATTEMPT_MS = 250
