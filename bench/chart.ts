@@ -10,7 +10,7 @@ export interface ChartRow {
 }
 
 const COLORS: Record<string, string> = {}
-const PALETTE = ['#d1495b', '#edae49', '#00798c', '#30638e', '#66a182', '#8d6a9f', '#003d5b']
+const PALETTE = ['#d1495b', '#edae49', '#00798c', '#30638e', '#66a182', '#8d6a9f', '#003d5b', '#c98b5b', '#7a7a7a']
 
 export function chart(rows: ChartRow[], title: string): string {
   const groups = [...new Set(rows.map((r) => r.group))]
@@ -18,12 +18,14 @@ export function chart(rows: ChartRow[], title: string): string {
   patterns.forEach((p, i) => (COLORS[p] = PALETTE[i % PALETTE.length]!))
   const bar = 14
   const gap = 18
-  const groupWidth = patterns.length * bar + gap
+  // Each group is as wide as the patterns it has, so the Workers groups are not pushed aside.
+  const inGroup = (g: string) => patterns.filter((p) => rows.some((r) => r.group === g && r.pattern === p))
+  const groupWidth = Math.max(...groups.map((g) => inGroup(g).length)) * bar + gap
   const left = 60
   const top = 40
   const height = 260
   const width = left + groups.length * groupWidth + 200
-  const max = Math.max(...rows.map((r) => r.p50), 1)
+  const max = Math.max(...rows.map((r) => r.p50), 1) * 1.2
   const min = 0.1
   const y = (v: number) => top + height - (height * Math.log10(Math.max(v, min) / min)) / Math.log10(max / min)
   const out: string[] = []
@@ -36,14 +38,14 @@ export function chart(rows: ChartRow[], title: string): string {
   }
   groups.forEach((g, gi) => {
     const x0 = left + gi * groupWidth + gap / 2
-    patterns.forEach((p, pi) => {
-      const row = rows.find((r) => r.group === g && r.pattern === p)
-      if (!row) return
+    const present = inGroup(g)
+    present.forEach((p, pi) => {
+      const row = rows.find((r) => r.group === g && r.pattern === p)!
       const x = x0 + pi * bar
       out.push(`<rect x="${x}" y="${y(row.p50)}" width="${bar - 2}" height="${top + height - y(row.p50)}" fill="${COLORS[p]}"><title>${escape(`${g} ${p}: ${row.p50.toFixed(2)} ms`)}</title></rect>`)
     })
     const lines = g.split(' / ')
-    lines.forEach((line, li) => out.push(`<text x="${x0 + (patterns.length * bar) / 2}" y="${top + height + 16 + li * 13}" text-anchor="middle">${escape(line)}</text>`))
+    lines.forEach((line, li) => out.push(`<text x="${x0 + (present.length * bar) / 2}" y="${top + height + 16 + li * 13}" text-anchor="middle">${escape(line)}</text>`))
   })
   patterns.forEach((p, i) => {
     const lx = left + groups.length * groupWidth + 16
