@@ -1,64 +1,45 @@
 /**
- * `npm start`: a two-minute tour on an embedded PostgreSQL. Shows, with what the server saw,
- * that warm calls reuse one backend, a killed backend is replaced without failing the call, a
- * stale connection costs one ping, and an idle connection is closed. Ctrl-C cleans up.
+ * `npm start`: the example app deployed twice on one embedded PostgreSQL, as a Lambda frozen
+ * between invocations and as a Worker whose Durable Object holds the connection, driven through a
+ * cold start, warm requests, a stale pause, a killed backend, an idle close and a few writes, with
+ * a live report of what each function and the server saw (scripts/demo/main.ts).
+ *
+ * This file only supervises. The demo runs in a child with a process group of its own, because a
+ * Ctrl-C goes to the terminal's whole foreground group: PostgreSQL, workerd and esbuild would die
+ * of it while the demo was still stopping them, and tsx kills its child outright (no cleanup at
+ * all) when the child's event loop is busy for 60 ms as the signal lands. Here the signal is
+ * passed on as a message, and the demo stops everything in order; if this process is killed
+ * outright, the demo sees the IPC channel close and stops too.
  */
-import { startPostgres, type TestPg } from '../test/harness/pg.js'
-import { Holder } from '../src/index.js'
-import { postgresDriver, type Sql } from '../src/drivers/postgres.js'
+import { spawn } from 'node:child_process'
+import { constants } from 'node:os'
+import { fileURLToPath } from 'node:url'
+import type { ListeningMessage, StopMessage } from './demo/shutdown.js'
 
-const say = (line: string) => console.log(line)
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+const demo = spawn(process.execPath, [...process.execArgv, fileURLToPath(new URL('./demo/main.ts', import.meta.url))], {
+  detached: true,
+  // The demo's stdout is the terminal, so it can redraw its live report in place.
+  stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+})
 
-let pg: TestPg | undefined
-let holder: Holder<Sql> | undefined
-async function cleanup(code: number): Promise<never> {
-  await holder?.close({ timeoutMs: 500 }).catch(() => {})
-  await pg?.stop().catch(() => {})
-  process.exit(code)
+// A signal that lands while the demo is still loading is held until it listens.
+let stop: StopMessage | undefined
+let listening = false
+const passOn = () => {
+  if (stop && listening && demo.connected) demo.send(stop)
 }
-process.once('SIGINT', () => void cleanup(130))
-process.once('SIGTERM', () => void cleanup(143))
-
-async function timed<T>(fn: () => Promise<T>): Promise<[T, string]> {
-  const t = performance.now()
-  const out = await fn()
-  return [out, `${(performance.now() - t).toFixed(2)} ms`]
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(signal, () => {
+    stop = { stop: signal }
+    passOn()
+  })
 }
-
-try {
-  say('starting an embedded PostgreSQL ...')
-  pg = await startPostgres()
-  say(`  ready on 127.0.0.1:${pg.port}\n`)
-  holder = new Holder(postgresDriver(pg.url, { onnotice: () => {} }), { staleAfterMs: 1_000, idleTimeoutMs: 3_000, applicationName: 'warmconn-demo' })
-  holder.on('connectSuccess', (e) => say(`  [event] connected (connection #${e.connectionId}, ${e.durationMs} ms${e.replaced ? ', replacing a dead one' : ''})`))
-  holder.on('revalidateSuccess', (e) => say(`  [event] idle ${e.idleMs} ms > staleAfterMs: one ping (${e.durationMs} ms)`))
-  holder.on('closeBroken', (e) => say(`  [event] dropped a dead connection (${e.code ?? 'closed by the server'})`))
-  holder.on('closeIdle', (e) => say(`  [event] closed connection #${e.connectionId} after ${e.idleMs} ms idle`))
-  const db = holder
-  const pid = async () => Number((await db.run((sql) => sql`select pg_backend_pid() as pid`))[0]!.pid)
-
-  say('1. cold call: connects, then queries')
-  const [first, coldTime] = await timed(pid)
-  say(`   backend pid ${first}, ${coldTime}`)
-  say('2. 20 warm calls')
-  const pids = new Set<number>()
-  const [, warmTime] = await timed(async () => { for (let i = 0; i < 20; i++) pids.add(await pid()) })
-  say(`   backend pids seen: ${[...pids].join(', ')} (${warmTime} for all 20, no pings)`)
-  say('3. the server kills our backend (pg_terminate_backend) between calls')
-  await pg.terminate({ pid: first })
-  const [second] = await timed(pid)
-  say(`   next call succeeded on backend pid ${second}`)
-  say('4. idle 1.5 s (past staleAfterMs = 1 s), then a call')
-  await sleep(1_500)
-  await pid()
-  say('5. idle 3.5 s (past idleTimeoutMs = 3 s)')
-  await sleep(3_500)
-  const left = await pg.backends('warmconn-demo')
-  say(`   backends of the demo left on the server: ${left.length}`)
-  say(`\nstats: ${JSON.stringify(holder.stats())}`)
-  await cleanup(0)
-} catch (err) {
-  console.error('demo failed:', err instanceof Error ? err.message : err)
-  await cleanup(1)
-}
+demo.on('message', (message: Partial<ListeningMessage>) => {
+  listening ||= message?.listening === true
+  passOn()
+})
+demo.on('error', (error) => {
+  console.error(`could not start the demo: ${error.message}`)
+  process.exit(1)
+})
+demo.on('exit', (code, signal) => process.exit(code ?? 128 + (signal ? constants.signals[signal] : 0)))
