@@ -59,6 +59,10 @@ export function createApp(db: AppDb, log: (line: string) => void = console.error
     (tableReady ??= db.query(CREATE_TABLE, [], { idempotent: true }).then(
       () => undefined,
       (err: unknown) => {
+        // Two instances creating the table at once: one wins, the other's IF NOT EXISTS races on
+        // the catalog (23505 / 42P07). Either way the table now exists.
+        const code = (err as { code?: unknown })?.code
+        if (code === '23505' || code === '42P07') return
         tableReady = undefined // try again on the next request
         throw err
       },
@@ -91,9 +95,12 @@ export function createApp(db: AppDb, log: (line: string) => void = console.error
   }
 
   return async function app(req: AppRequest): Promise<AppResponse> {
-    const route = routes[req.path]
+    if (typeof req?.method !== 'string' || typeof req.path !== 'string') return { status: 400, body: { error: 'malformed request' } }
+    // Own properties only: a path like "/constructor" or "__proto__" is just an unknown route.
+    const route = Object.hasOwn(routes, req.path) ? routes[req.path]! : undefined
     if (!route) return { status: 404, body: { error: 'not found' } }
-    const handler = route[req.method.toUpperCase()]
+    const method = req.method.toUpperCase()
+    const handler = Object.hasOwn(route, method) ? route[method] : undefined
     if (!handler) return { status: 405, body: { error: `method not allowed; use ${Object.keys(route).join(', ')}` } }
     try {
       return await handler(req)

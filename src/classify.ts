@@ -53,6 +53,12 @@ export function classifyError(err: unknown, code: string | undefined, extra?: (c
   if (code === undefined && /proxy request failed, cannot connect/i.test(message)) {
     return { kind: 'transient', code: 'WORKERD_CONNECT_FAILED', notSent: true }
   }
+  // Node's words for a peer that closed (FIN) in the middle of the TLS handshake: what a server
+  // without TLS does when asked for it (postgres.js starts TLS even after the server said no).
+  // A network reset reads "read ECONNRESET" instead, and stays a retried connection error.
+  if (code === 'ECONNRESET' && /disconnected before secure TLS connection was established/.test(message)) {
+    return { kind: 'config', code: 'TLS_REFUSED', notSent: true }
+  }
   return classifyCode(code, extra)
 }
 

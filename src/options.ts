@@ -46,7 +46,7 @@ export const defaultOptions: ResolvedOptions = Object.freeze({
   maxLifetimeMs: 30 * 60_000,
   maxLifetimeJitterMs: 5 * 60_000,
   connectTimeoutMs: 5_000,
-  connectRetries: 5,
+  connectRetries: 10,
   connectBudgetMs: 6_000,
   connectBackoffBaseMs: 100,
   connectBackoffMaxMs: 2_000,
@@ -143,6 +143,7 @@ export const envOptionNames = {
  * @example warmPostgres(process.env.DATABASE_URL!, optionsFromEnv(process.env))
  */
 export function optionsFromEnv(env: Record<string, unknown>): HolderOptions {
+  if (env === null || typeof env !== 'object') throw new InvalidOptionError('env', 'expected an object of environment variables')
   const out: HolderOptions = {}
   for (const [name, option] of Object.entries(envOptionNames)) {
     const raw = env[name]

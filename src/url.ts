@@ -21,6 +21,11 @@ export function parseConnectionUrl(url: string | undefined): URL {
     throw new InvalidOptionError('url', `unsupported scheme "${parsed.protocol}"; expected postgres:// or postgresql://`)
   }
   if (!parsed.hostname) throw new InvalidOptionError('url', 'has no host')
+  // An unencoded "/", "?" or "#" in the password ends the authority early, and the rest of the
+  // password lands in the path, query or fragment, where no redaction would know to look.
+  if ((parsed.pathname + parsed.search + parsed.hash).includes('@')) {
+    throw new InvalidOptionError('url', 'has "@" after the host: percent-encode "/", "?", "#" and "@" in the user name and password')
+  }
   return parsed
 }
 

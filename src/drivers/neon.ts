@@ -14,7 +14,7 @@ import { InvalidOptionError } from '../errors.js'
 import { Holder } from '../holder.js'
 import type { HolderOptions } from '../options.js'
 import { sharedHolder, stableKey } from '../registry.js'
-import { parseConnectionUrl, secretsOf } from '../url.js'
+import { parseConnectionUrl, safeDecode, secretsOf } from '../url.js'
 import { withTimeout } from '../timer.js'
 
 /** The settings neon accepts per Client: wsProxy, webSocketConstructor, useSecureWebSocket... */
@@ -66,8 +66,8 @@ export function neonDriver(url: string | undefined, neon: NeonConfigOverrides = 
   if (!neon.webSocketConstructor && !neonConfig.webSocketConstructor && typeof globalThis.WebSocket !== 'function') {
     throw new InvalidOptionError('neon.webSocketConstructor', 'this runtime has no global WebSocket (Node < 22): pass one, e.g. WebSocket from "ws"')
   }
-  const user = decodeURIComponent(parsed.username)
-  const database = decodeURIComponent(parsed.pathname.slice(1))
+  const user = safeDecode(parsed.username)
+  const database = safeDecode(parsed.pathname.slice(1))
   return {
     name: 'neon',
     secrets: secretsOf(parsed),

@@ -11,7 +11,7 @@ import { InvalidOptionError } from '../errors.js'
 import { Holder } from '../holder.js'
 import type { HolderOptions } from '../options.js'
 import { sharedHolder, stableKey } from '../registry.js'
-import { parseConnectionUrl, secretsOf } from '../url.js'
+import { parseConnectionUrl, safeDecode, secretsOf } from '../url.js'
 
 export type Sql = postgres.Sql<Record<string, never>>
 export type PostgresOptions = postgres.Options<Record<string, never>>
@@ -53,10 +53,10 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
     if (key in pgOptions) throw new InvalidOptionError(`postgres.${key}`, `warmconn manages this; use the "${instead}" option instead`)
   }
   const secrets = secretsOf(parsed, ...[pgOptions.password, pgOptions.pass].filter((p): p is string => typeof p === 'string'))
-  const user = pgOptions.user ?? pgOptions.username ?? decodeURIComponent(parsed.username)
+  const user = pgOptions.user ?? pgOptions.username ?? safeDecode(parsed.username)
   const host = pgOptions.host ?? parsed.hostname
   const port = pgOptions.port ?? (parsed.port || 5432)
-  const database = pgOptions.database ?? pgOptions.db ?? decodeURIComponent(parsed.pathname.slice(1))
+  const database = pgOptions.database ?? pgOptions.db ?? safeDecode(parsed.pathname.slice(1))
 
   const connectOptions = withSecureDefault(parsed, host, pgOptions)
   return {
@@ -152,9 +152,15 @@ const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '::1', '[::1]'])
  * certificate verification, unless the URL (`sslmode=`) or the `ssl` option says otherwise.
  */
 function withSecureDefault(url: URL, host: string | string[] | undefined, pgOptions: PostgresOptions): PostgresOptions {
+  const list = Array.isArray(host) ? host : [host ?? '']
+  if (!list.every((h) => typeof h === 'string')) throw new InvalidOptionError('postgres.host', 'expected a host name or an array of them')
   if ('ssl' in pgOptions || url.searchParams.has('sslmode') || url.searchParams.has('ssl')) return pgOptions
-  const hosts = (Array.isArray(host) ? host : [host ?? '']).flatMap((h) => h.split(','))
+  const hosts = list.flatMap((h) => h.split(','))
   if (hosts.every((h) => LOCAL_HOSTS.has(h.replace(/:\d+$/, '')) || h.startsWith('/'))) return pgOptions
+  // postgres.js sends no server name for an IP address, and Node then checks the certificate
+  // against "localhost"; naming the host makes the check be against the address itself.
+  const only = hosts.length === 1 ? hosts[0]! : undefined
+  if (only && /^[\d.]+$|:/.test(only)) return { ...pgOptions, ssl: { host: only.replace(/^\[|\]$/g, '') } as never }
   return { ...pgOptions, ssl: 'verify-full' }
 }
 

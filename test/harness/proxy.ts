@@ -1,6 +1,7 @@
 /**
- * A TCP proxy on 127.0.0.1 that can misbehave like the networks serverless functions sit behind:
- * go silent (a NAT that dropped its state), reset every connection, or add latency.
+ * A TCP proxy on a loopback address (127.0.0.1 unless told) that can misbehave like the networks
+ * serverless functions sit behind: go silent (a NAT that dropped its state), reset every
+ * connection, or add latency.
  */
 import net, { type Socket } from 'node:net'
 
@@ -22,6 +23,17 @@ export interface FaultProxy {
   heal(): void
   /** Destroys every current connection with a TCP RST on both sides (clients see ECONNRESET). */
   resetAll(): void
+  /**
+   * Resets (RST on both sides) every connection a blackhole silenced, and only those: what a NAT
+   * that lost a flow's state does when the client sends on it again after the network is back.
+   */
+  resetSilenced(): void
+  /**
+   * One shot: the first time a client sends bytes containing `marker`, that connection is reset
+   * (RST on both sides) instead of forwarding them. Pins a reset to one moment of a protocol,
+   * e.g. `resetWhenClientSends('typarray')` for postgres.js's array-type query at startup.
+   */
+  resetWhenClientSends(marker: string): void
   /** Round-trip delay: each direction gets ms/2, byte order per connection preserved. */
   setLatencyMs(ms: number): void
   close(): Promise<void>
@@ -30,11 +42,24 @@ export interface FaultProxy {
 /** One client connection and its upstream; `dead` once blackholed, for good. */
 interface Link {
   dead: boolean
+  /** The client socket, and the upstream once there is one. */
+  sockets: Socket[]
 }
 
-export async function startProxy(target: { host: string; port: number }, opts: { latencyMs?: number } = {}): Promise<FaultProxy> {
+export interface ProxyOptions {
+  /** Initial round-trip delay (see setLatencyMs). */
+  latencyMs?: number
+  /**
+   * Address to listen on, default 127.0.0.1. Another loopback address such as 127.0.0.2 looks
+   * like a remote host to a client that treats only localhost/127.0.0.1/::1 as local (TLS tests).
+   */
+  host?: string
+}
+
+export async function startProxy(target: { host: string; port: number }, opts: ProxyOptions = {}): Promise<FaultProxy> {
   let oneWayDelayMs = (opts.latencyMs ?? 0) / 2
   let blackholed = false
+  let tripwire: Buffer | undefined
   const links = new Set<Link>()
   const clients = new Set<Socket>()
   const sockets = new Set<Socket>() // clients and upstreams, for resetAll() and close()
@@ -48,7 +73,7 @@ export async function startProxy(target: { host: string; port: number }, opts: {
   // allowHalfOpen: a FIN from one side must not close the other before delayed bytes are delivered.
   const server = net.createServer({ allowHalfOpen: true }, (client) => {
     track(client)
-    const link: Link = { dead: blackholed }
+    const link: Link = { dead: blackholed, sockets: [client] }
     clients.add(client)
     links.add(link)
     client.on('close', () => {
@@ -61,6 +86,15 @@ export async function startProxy(target: { host: string; port: number }, opts: {
     }
     const upstream = net.connect({ host: target.host, port: target.port, allowHalfOpen: true })
     track(upstream)
+    link.sockets.push(upstream)
+    // Registered before forward(), so a tripped chunk is dropped (the link is dead) before it is queued.
+    client.on('data', (chunk: Buffer) => {
+      if (!tripwire || !chunk.includes(tripwire)) return
+      tripwire = undefined
+      link.dead = true
+      client.resetAndDestroy()
+      upstream.resetAndDestroy()
+    })
     // An abortive close on one side (error/RST) becomes a RST on the other; a clean FIN travels
     // through forward() in order with the data. Dead links propagate nothing.
     client.on('close', (hadError) => {
@@ -75,7 +109,7 @@ export async function startProxy(target: { host: string; port: number }, opts: {
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
-    server.listen(0, '127.0.0.1', resolve)
+    server.listen(0, opts.host ?? '127.0.0.1', resolve)
   })
   const address = server.address()
   if (address === null || typeof address === 'string') throw new Error(`unexpected listen address: ${String(address)}`)
@@ -92,6 +126,12 @@ export async function startProxy(target: { host: string; port: number }, opts: {
     },
     resetAll() {
       for (const socket of sockets) socket.resetAndDestroy()
+    },
+    resetSilenced() {
+      for (const link of links) if (link.dead) for (const socket of link.sockets) socket.resetAndDestroy()
+    },
+    resetWhenClientSends(marker) {
+      tripwire = Buffer.from(marker)
     },
     setLatencyMs(ms) {
       oneWayDelayMs = ms / 2
