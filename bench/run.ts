@@ -14,7 +14,7 @@ import { buildLambdas, LAMBDA_PATTERNS, runLambda } from './lambda.js'
 import { INPROCESS_PATTERNS, runInProcess } from './inprocess.js'
 import { chart } from './chart.js'
 import { progress } from './progress.js'
-import { makeTls } from './tls.js'
+import { enableTls, makeCa } from '../test/fixtures/security-tls.js'
 import { runWorkers, WORKER_PATTERNS } from './workers.js'
 
 const quick = process.argv.includes('--quick')
@@ -35,7 +35,7 @@ interface Row {
 
 const rows: Row[] = []
 const pg = await startPostgres()
-const tls = makeTls()
+const tls = makeCa()
 const dir = mkdtempSync(join(tmpdir(), 'warmconn-bench-'))
 const proxy = await startProxy({ host: pg.host, port: pg.port })
 const cleanup = async () => {
@@ -47,9 +47,8 @@ const cleanup = async () => {
 process.once('SIGINT', () => void cleanup().then(() => process.exit(130)))
 
 try {
-  // SSL can be switched on with a reload; plain connections stay allowed beside it.
-  for (const [k, v] of Object.entries(tls.settings)) await pg.admin.unsafe(`alter system set ${k} = '${v}'`)
-  await pg.admin`select pg_reload_conf()`
+  // SSL is switched on with a reload; plain connections stay allowed beside it.
+  await enableTls(pg, tls)
 
   const bundles = await buildLambdas(dir)
   const lambdaCases = [...distances.map((d) => ({ d, tls: false })), { d: tlsDistance, tls: true }]
