@@ -17,9 +17,9 @@ const seconds = wholeNumber('seconds', values.seconds, 1)
 const lambdas = wholeNumber('lambdas', values.lambdas, 1)
 const seed = values.seed === undefined ? undefined : wholeNumber('seed', values.seed, 0)
 
-// Ctrl-C ends the clients early; the run still retries, checks and cleans up before exiting.
+// Ctrl-C (or SIGTERM) ends the clients early; the run still retries, checks and cleans up.
 const stop = new AbortController()
-process.once('SIGINT', () => stop.abort())
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => stop.abort())
 
 const { text, verdict, logs } = await runSoak({ seconds, seed, lambdas, progress: (line) => console.log(line), signal: stop.signal })
 console.log(`\n${text}`)

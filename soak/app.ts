@@ -29,8 +29,8 @@ export interface Reply {
 
 export interface SoakApp {
   readonly name: string
-  /** What a gap between two requests is for this runtime: Lambda freezes the process, a Durable Object just idles. */
-  readonly gap: 'freeze' | 'idle'
+  /** Between two requests Lambda freezes the process; a Worker's Durable Object just idles. */
+  readonly runtime: 'lambda' | 'worker'
   request(req: AppRequest): Promise<Reply>
   /** Every line the app's processes printed so far, for the password scan. */
   logs(): string[]
@@ -51,7 +51,7 @@ export async function startLambdaApp(o: LambdaAppOptions): Promise<SoakApp> {
   const lambda = await startLambda({ handlerFile: o.handlerFile, env: o.env, concurrency: o.concurrency, timeoutMs: o.timeoutMs })
   return {
     name: o.name,
-    gap: 'freeze',
+    runtime: 'lambda',
     async request({ method, path, body }) {
       const out = await lambda.invoke(httpEvent({ method, path, body }))
       const common = { durationMs: out.durationMs, instance: `${o.name}:${lambda.pid ?? 'gone'}`, coldStart: out.coldStart }
@@ -80,21 +80,33 @@ export async function startWorkerApp(o: WorkerAppOptions): Promise<SoakApp> {
   let served = 0
   return {
     name: o.name,
-    gap: 'idle',
+    runtime: 'worker',
     async request({ method, path, body }) {
       const started = performance.now()
       const common = { instance: `${o.name}:durable-object`, coldStart: served++ === 0 }
-      try {
+      const abort = new AbortController()
+      // Our own timer decides, not the abort alone: a dispatch into a stuck Durable Object was
+      // seen to ignore its signal, and a client must never wait forever.
+      let timer: NodeJS.Timeout | undefined
+      const deadline = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => (abort.abort(), reject(new Error(`no answer within ${o.timeoutMs} ms`))), o.timeoutMs)
+      })
+      const exchange = (async () => {
         const res = await worker.mf.dispatchFetch(`http://worker.test${path}`, {
           method,
-          signal: AbortSignal.timeout(o.timeoutMs),
+          signal: abort.signal,
           ...(body === undefined ? {} : { body, headers: { 'content-type': 'application/json' } }),
         })
-        const text = await res.text()
-        return { ...common, status: res.status, error: undefined, text, durationMs: performance.now() - started }
+        return { status: res.status, text: await res.text() }
+      })()
+      try {
+        const { status, text } = await Promise.race([exchange, deadline])
+        return { ...common, status, error: undefined, text, durationMs: performance.now() - started }
       } catch (err) {
-        const error = err instanceof Error && err.name === 'TimeoutError' ? 'ClientTimeout' : 'FetchFailed'
+        const error = abort.signal.aborted ? 'ClientTimeout' : 'FetchFailed'
         return { ...common, status: undefined, error, text: `${error}: ${String(err)}`, durationMs: performance.now() - started }
+      } finally {
+        clearTimeout(timer)
       }
     },
     logs: () => worker.output().split('\n'),

@@ -25,8 +25,7 @@ export interface Invocation {
   coldStart: boolean
   /** How long the app had been left alone (frozen, or idle) before this request; 0 if it was in use. */
   pausedBeforeMs: number
-  /** What that gap was for this runtime. */
-  gap: 'freeze' | 'idle'
+  runtime: SoakApp['runtime']
   /** One of the final retries, after the faults stopped. */
   final: boolean
   /** The response body or the runtime's error message. */
@@ -123,7 +122,7 @@ async function request(app: SoakApp, req: AppRequest, op: Op, ctx: LaneContext, 
   const reply = await app.request(req)
   const inv: Invocation = {
     app: app.name, op, start, end: ctx.now(), durationMs: reply.durationMs, status: reply.status, error: reply.error,
-    coldStart: reply.coldStart, pausedBeforeMs: state.pausedBeforeMs, gap: app.gap, final, text: reply.text,
+    coldStart: reply.coldStart, pausedBeforeMs: state.pausedBeforeMs, runtime: app.runtime, final, text: reply.text,
   }
   state.pausedBeforeMs = 0
   ctx.recorder.add(inv, reply.instance)

@@ -9,6 +9,7 @@ import { DOWN, blame, type FaultWindow } from './faults.js'
 import type { LedgerResult } from './ledger.js'
 
 export interface Failure {
+  runtime: Invocation['runtime']
   op: Invocation['op']
   /** HTTP status or the runtime's error type. */
   kind: string
@@ -24,6 +25,7 @@ export interface Report {
   seed: number
   apps: string[]
   invocations: number
+  byRuntime: Record<string, number>
   writes: number
   reads: number
   coldStarts: number
@@ -74,12 +76,12 @@ export interface ReportInput {
 
 export function buildReport(i: ReportInput): Omit<Report, 'password'> {
   const during = (inv: Invocation): string =>
-    inv.final ? 'final retries' : blame(i.windows, inv.start, inv.end, inv.pausedBeforeMs > 0 ? [inv.gap] : [])
+    inv.final ? 'final retries' : blame(i.windows, inv.start, inv.end, inv.pausedBeforeMs > 0 ? [inv.runtime === 'lambda' ? 'freeze' : 'idle'] : [])
   const failed = i.invocations.filter((inv) => inv.status === undefined || inv.status >= 400)
   const failures = new Map<string, Failure>()
   for (const inv of failed) {
-    const f = { op: inv.op, kind: inv.error ?? String(inv.status), during: during(inv), count: 0, example: inv.text.slice(0, 120) }
-    const key = `${f.op} ${f.kind} ${f.during}`
+    const f = { runtime: inv.runtime, op: inv.op, kind: inv.error ?? String(inv.status), during: during(inv), count: 0, example: inv.text.slice(0, 120) }
+    const key = `${f.runtime} ${f.op} ${f.kind} ${f.during}`
     ;(failures.get(key) ?? failures.set(key, f).get(key)!).count++
   }
   const durations = i.invocations.map((inv) => inv.durationMs).sort((a, b) => a - b)
@@ -87,19 +89,18 @@ export function buildReport(i: ReportInput): Omit<Report, 'password'> {
   const overDuring: Record<string, number> = {}
   for (const inv of i.invocations) if (inv.durationMs > i.boundMs) overDuring[during(inv)] = (overDuring[during(inv)] ?? 0) + 1
   const failedReads = failed.filter((inv) => inv.op === 'read')
-  const faults: Record<string, number> = {}
-  for (const w of i.windows) faults[w.kind] = (faults[w.kind] ?? 0) + 1
   const stats = Object.fromEntries(STAT_KEYS.map((k) => [k, [...i.stats.values()].reduce((sum, s) => sum + (s[k] ?? 0), 0)]))
   return {
     seconds: i.seconds,
     seed: i.seed,
     apps: i.apps,
     invocations: i.invocations.length,
+    byRuntime: count(i.invocations.map((inv) => inv.runtime)),
     writes: i.invocations.filter((inv) => inv.op === 'write').length,
     reads: i.invocations.filter((inv) => inv.op === 'read').length,
     coldStarts: i.invocations.filter((inv) => inv.coldStart).length,
     afterFaults: i.invocations.filter((inv) => inv.final).length,
-    faults,
+    faults: count(i.windows.map((w) => w.kind)),
     pauses: i.pauses,
     skipped: i.skipped,
     failures: [...failures.values()].sort((a, b) => b.count - a.count),
@@ -143,10 +144,10 @@ export function formatReport(r: Report): string {
   const list = (o: Record<string, number>) => Object.entries(o).map(([k, n]) => `${k} ${n}`).join(', ') || 'none'
   const lines = [
     `warmconn soak: ${r.seconds} s of faults, seed ${r.seed}, apps: ${r.apps.join(', ')}`,
-    `invocations   ${r.invocations} (${Math.round(r.invocations / r.seconds)}/s): ${r.writes} writes, ${r.reads} reads, ${r.coldStarts} cold starts, ${r.afterFaults} after the faults stopped`,
+    `invocations   ${r.invocations} (${Math.round(r.invocations / r.seconds)}/s; ${list(r.byRuntime)}): ${r.writes} writes, ${r.reads} reads, ${r.coldStarts} cold starts, ${r.afterFaults} after the faults stopped`,
     `faults        ${list(r.faults)}; ${r.pauses} client pauses (Lambda frozen, Worker idle)${r.skipped.length ? `; not applied: ${r.skipped.join('; ')}` : ''}`,
-    `failures      ${r.failures.reduce((a, f) => a + f.count, 0)}${r.failures.length ? ' (op, status or error, during):' : ''}`,
-    ...r.failures.map((f) => `  ${String(f.count).padStart(6)}  ${f.op.padEnd(5)} ${f.kind.padEnd(20)} ${f.during.padEnd(28)} ${f.example}`),
+    `failures      ${r.failures.reduce((a, f) => a + f.count, 0)}${r.failures.length ? ' (runtime, op, status or error, during, first answer):' : ''}`,
+    ...r.failures.map((f) => `  ${String(f.count).padStart(6)}  ${f.runtime.padEnd(6)} ${f.op.padEnd(5)} ${f.kind.padEnd(20)} ${f.during.padEnd(28)} ${f.example}`),
     `reconnects    ${s.reconnected} (from ${r.instances} instances' stats: opened ${s.opened}, stale pings failed ${s.revalidateFailures}, ` +
       `replays ${s.replays}, connect retries ${s.connectRetries}, closed broken ${s.closedBroken}, closed idle ${s.closedIdle}, failed runs ${s.failures})`,
     `latency       p50 ${ms(r.latency.p50)}, p99 ${ms(r.latency.p99)}, max ${ms(r.latency.max)} (${r.latency.maxWas})`,
@@ -163,6 +164,12 @@ export function formatReport(r: Report): string {
 }
 
 const met = (ok: boolean) => (ok ? 'met' : 'NOT MET')
+
+function count(labels: readonly string[]): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const label of labels) out[label] = (out[label] ?? 0) + 1
+  return out
+}
 
 function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return 0
