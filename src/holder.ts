@@ -126,6 +126,8 @@ export class Holder<C> {
   /** Connections lost to failure and not yet replaced: the next opens count as reconnects. */
   #replacementsDue = 0
   #closed = false
+  /** When the idle timer is due (epoch ms), if armed. */
+  #idleTimerAt: number | undefined
   #closeResult: Promise<void> | undefined
   /** Resolvers waiting for a slot to leave (used by close()). */
   #onSlotGone: Array<() => void> = []
@@ -134,7 +136,10 @@ export class Holder<C> {
     this.options = Object.freeze(resolveOptions(options))
     this.#driver = driver
     this.#hooks = hooks
-    this.#idleTimer = timer(() => void this.sweep())
+    this.#idleTimer = timer(() => {
+      this.#idleTimerAt = undefined
+      void this.sweep()
+    })
   }
 
   /**
@@ -235,6 +240,7 @@ export class Holder<C> {
   async #shutdown(timeoutMs: number): Promise<void> {
     this.#closed = true
     this.#idleTimer.cancel()
+    this.#idleTimerAt = undefined
     for (const waiter of this.#waiters.splice(0)) waiter.fail(new ClosedError())
     const deadline = Date.now() + timeoutMs
     let destroyed = 0
@@ -528,8 +534,16 @@ export class Holder<C> {
 
   #armIdleTimer(): void {
     const next = this.#closed ? undefined : this.nextDeadline()
-    if (next === undefined) this.#idleTimer.cancel()
-    else this.#idleTimer.start(Math.max(0, next - Date.now()))
+    if (next === undefined) {
+      this.#idleTimer.cancel()
+      this.#idleTimerAt = undefined
+      return
+    }
+    // Deadlines only move later as connections are used, so a timer already due no later than
+    // `next` stays: it fires, sweeps by timestamps and re-arms. A warm call resets no timer.
+    if (this.#idleTimerAt !== undefined && this.#idleTimerAt <= next) return
+    this.#idleTimerAt = next
+    this.#idleTimer.start(Math.max(0, next - Date.now()))
   }
 
   #lostError(err: unknown, code: string | undefined, notSent: boolean): WarmconnError {

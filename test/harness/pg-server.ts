@@ -117,7 +117,8 @@ function removeOrphans(): void {
   }
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process exists (EPERM: it exists, owned by someone else). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true

@@ -15,6 +15,7 @@ import { createInterface } from 'node:readline'
 import postgres, { type Sql } from 'postgres'
 import type { TestPg, UrlOptions } from './pg.js'
 import { freePort } from './ports.js'
+import { isAlive } from './pg-server.js'
 
 export interface PgBouncerOptions {
   /** Default 'transaction', the mode serverless poolers (RDS Proxy, Supavisor, Hyperdrive) use. */
@@ -238,14 +239,6 @@ function removeOrphans(): void {
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
 
 function isExecutable(path: string): boolean {
   try {
