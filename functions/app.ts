@@ -45,7 +45,7 @@ select id, false as created from visits where key = $1 and not exists (select 1 
 
 // Database failures the caller can do nothing about but wait: answered 503, never with details.
 const UNAVAILABLE = new Set([
-  'WARMCONN_CONNECT_FAILED', 'WARMCONN_CONNECTION_LOST', 'WARMCONN_ACQUIRE_TIMEOUT',
+  'WARMCONN_CONNECT_FAILED', 'WARMCONN_CONNECTION_LOST', 'WARMCONN_CALL_TIMEOUT', 'WARMCONN_ACQUIRE_TIMEOUT',
   'WARMCONN_AUTH_FAILED', 'WARMCONN_CONFIG_REJECTED', 'WARMCONN_CLOSED', 'WARMCONN_CROSS_REQUEST',
 ])
 

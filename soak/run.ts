@@ -41,11 +41,11 @@ export interface SoakResult {
 
 // The function's overrides: short enough that faults are found and recovered from within a
 // short run. connectBudgetMs keeps its default (no environment variable sets it).
-const APP_OPTIONS = { staleAfterMs: 1_000, pingTimeoutMs: 1_000, idleTimeoutMs: 4_000, connectTimeoutMs: 1_000 }
+const APP_OPTIONS = { staleAfterMs: 1_000, pingTimeoutMs: 1_000, idleTimeoutMs: 4_000, connectTimeoutMs: 1_000, callTimeoutMs: 2_000 }
 // The Lambda function timeout, and how long a Worker client waits.
 const FUNCTION_TIMEOUT_MS = 10_000
-// On top of the ping and connect bounds: the library's 250 ms guard per connect attempt, the
-// queries, thaw and the emulator's round trip, on a machine busy with all of the above.
+// On top of the ping, connect and call bounds: the library's 250 ms guard per connect attempt,
+// thaw and the emulator's round trip, on a machine busy with all of the above.
 const QUERY_ALLOWANCE_MS = 1_500
 const TIMING: FaultTiming = { gapMs: [1_000, 3_000], downMs: [300, 2_500], blackholeMs: [1_500, 3_000], forgetMs: [500, 2_000], fillMs: [500, 3_000] }
 const PROGRESS_EVERY_MS = 5_000
@@ -80,6 +80,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       WARMCONN_PING_TIMEOUT_MS: String(APP_OPTIONS.pingTimeoutMs),
       WARMCONN_IDLE_TIMEOUT_MS: String(APP_OPTIONS.idleTimeoutMs),
       WARMCONN_CONNECT_TIMEOUT_MS: String(APP_OPTIONS.connectTimeoutMs),
+      WARMCONN_CALL_TIMEOUT_MS: String(APP_OPTIONS.callTimeoutMs),
     }
     const handlerFile = await build('functions/lambda.ts', join(dir, 'app.mjs'))
     const apps: SoakApp[] = []
@@ -134,7 +135,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     const partial = buildReport({
       seconds: o.seconds, seed: rng.seed, apps: apps.map((a) => a.name), invocations: recorder.invocations,
       windows: faults.windows, skipped: faults.skipped, pauses: recorder.pauses, stats: recorder.stats,
-      boundMs: APP_OPTIONS.pingTimeoutMs + defaultOptions.connectBudgetMs + QUERY_ALLOWANCE_MS, ledger: ledger.check(rows),
+      boundMs: APP_OPTIONS.pingTimeoutMs + defaultOptions.connectBudgetMs + APP_OPTIONS.callTimeoutMs + QUERY_ALLOWANCE_MS, ledger: ledger.check(rows),
     })
     const draft = formatReport({ ...partial, password: { scanned: 0, foundIn: [] } })
     const logs = apps.flatMap((a) => a.logs().map((line) => `${a.name}: ${line}`))

@@ -11,6 +11,7 @@ export type WarmconnErrorCode =
   | 'WARMCONN_CONNECT_FAILED'
   | 'WARMCONN_ACQUIRE_TIMEOUT'
   | 'WARMCONN_CONNECTION_LOST'
+  | 'WARMCONN_CALL_TIMEOUT'
   | 'WARMCONN_CLOSED'
   | 'WARMCONN_CROSS_REQUEST'
 
@@ -84,10 +85,32 @@ export class ConnectionLostError extends WarmconnError {
   readonly causeCode: string | undefined
   /** Always true: the server may have committed part or all of the work. */
   readonly outcomeUnknown = true
-  constructor(message: string, causeCode: string | undefined, options?: ErrorOptions) {
-    super('WARMCONN_CONNECTION_LOST', message, options)
+  constructor(message: string, causeCode: string | undefined, options?: ErrorOptions, code: WarmconnErrorCode = 'WARMCONN_CONNECTION_LOST') {
+    super(code, message, options)
     this.name = 'ConnectionLostError'
     this.causeCode = causeCode
+  }
+}
+
+/**
+ * The call held its connection longer than its deadline (`callTimeoutMs`, or `timeoutMs` of the
+ * call). The connection was destroyed, because a call that hangs on a silent network would
+ * otherwise hold it forever. A ConnectionLostError: the work may or may not have taken effect,
+ * and it is never replayed, even if idempotent (a slow query would then run twice).
+ */
+export class CallTimeoutError extends ConnectionLostError {
+  readonly timeoutMs: number
+  constructor(timeoutMs: number, target: string) {
+    super(
+      `The call to ${target} did not finish within ${timeoutMs} ms (callTimeoutMs); its connection was destroyed, ` +
+        `so the work may or may not have taken effect. Raise callTimeoutMs (or pass { timeoutMs } to run) for slower ` +
+        `statements, and set statement_timeout to stop them on the server too`,
+      'WARMCONN_CALL_TIMEOUT',
+      undefined,
+      'WARMCONN_CALL_TIMEOUT',
+    )
+    this.name = 'CallTimeoutError'
+    this.timeoutMs = timeoutMs
   }
 }
 

@@ -27,6 +27,8 @@ export interface HolderEvents {
   sessionReset: { connectionId: number; ok: boolean }
   /** A call is being run again on a new connection (idempotent, or provably never sent). */
   replay: { code: string | undefined; idempotent: boolean }
+  /** A call held its connection past its deadline; the connection was destroyed, the call failed. */
+  callTimeout: { connectionId: number; timeoutMs: number }
   /** The holder was closed. */
   close: { connections: number; destroyed: number }
 }

@@ -9,6 +9,7 @@ import type { Driver, DriverConnection } from './driver.js'
 import {
   AcquireTimeoutError,
   AuthError,
+  CallTimeoutError,
   ClosedError,
   ConfigRejectedError,
   CrossRequestError,
@@ -19,7 +20,7 @@ import {
   safeCause,
 } from './errors.js'
 import { Emitter, type HolderEventName, type Listener } from './events.js'
-import { resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
+import { checkTimeout, resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
 import { settle, sleep, timer, withTimeout, type Timer } from './timer.js'
 
 /**
@@ -64,6 +65,8 @@ export interface RunOptions {
    * under it, it is replayed once on a new connection instead of failing.
    */
   idempotent?: boolean
+  /** This call's own bound on holding the connection, instead of `callTimeoutMs`. */
+  timeoutMs?: number
 }
 
 export interface HolderStats {
@@ -89,6 +92,8 @@ export interface HolderStats {
   sessionResets: number
   /** Calls run again on a new connection. */
   replays: number
+  /** Calls cut off at their deadline (callTimeoutMs), their connection destroyed. */
+  callTimeouts: number
   /** Calls started. */
   runs: number
   /** Calls that rejected, whatever the reason. */
@@ -120,7 +125,7 @@ export class Holder<C> {
   readonly #counts: Record<Counter, number> = {
     opened: 0, reused: 0, revalidated: 0, revalidateFailures: 0, reconnected: 0, closedIdle: 0,
     closedLifetime: 0, closedBroken: 0, connectRetries: 0, connectFailures: 0, sessionResets: 0,
-    replays: 0, runs: 0, failures: 0,
+    replays: 0, callTimeouts: 0, runs: 0, failures: 0,
   }
   #nextId = 0
   /** Connections lost to failure and not yet replaced: the next opens count as reconnects. */
@@ -149,6 +154,8 @@ export class Holder<C> {
    * @example const rows = await holder.run((sql) => sql`select * from users where id = ${id}`)
    */
   async run<T>(fn: (client: C) => Promise<T> | T, options: RunOptions = {}): Promise<T> {
+    const timeoutMs = options?.timeoutMs ?? this.options.callTimeoutMs
+    if (options?.timeoutMs !== undefined) checkTimeout('timeoutMs', timeoutMs)
     this.#counts.runs++
     for (let attempt = 1; ; attempt++) {
       let slot: Slot<C>
@@ -160,8 +167,18 @@ export class Holder<C> {
       }
       let result: T
       try {
-        result = await fn(slot.conn!.client)
+        result = await withTimeout(call(fn, slot.conn!.client), timeoutMs, () => new CallTimeout())
       } catch (err) {
+        if (err instanceof CallTimeout) {
+          // Whatever fn is waiting for may never come (a silent network; a driver that never
+          // settles): destroying the connection frees its place now and fails fn's later
+          // statements. No replay: the work may still be running on the server.
+          this.#drop(slot, 'WARMCONN_CALL_TIMEOUT')
+          this.#counts.callTimeouts++
+          this.#counts.failures++
+          this.#events.emit('callTimeout', { connectionId: slot.id, timeoutMs })
+          throw new CallTimeoutError(timeoutMs, this.#driver.target)
+        }
         const seen = this.#driver.classify(err)
         if (seen.kind === 'query' && !slot.broken) {
           // An SQL error or the caller's own exception: the connection is fine, the session may not be.
@@ -564,6 +581,12 @@ export class Holder<C> {
 }
 
 class PingTimeout extends Error {}
+class CallTimeout extends Error {}
+
+/** Runs fn as a promise, so a synchronous throw is a rejection like any other. */
+async function call<C, T>(fn: (client: C) => Promise<T> | T, client: C): Promise<T> {
+  return fn(client)
+}
 
 /** Idle time after which queued socket events are let in before a connection is handed out. */
 const SETTLE_AFTER_IDLE_MS = 50

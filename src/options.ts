@@ -31,6 +31,14 @@ export interface HolderOptions {
   acquireTimeoutMs?: number
   /** Most connections this holder opens at once; concurrent callers beyond it wait their turn. */
   maxConnections?: number
+  /**
+   * Longest a call may hold its connection (from handing it out to `fn` settling). Past it the
+   * connection is destroyed and the call fails with CallTimeoutError, never replayed. It bounds a
+   * call stuck on a silent network, which otherwise holds the connection until TCP gives up
+   * (minutes in Node, never on Workers). Not a query cost limit: the server keeps running the
+   * statement, so also set `statement_timeout` for slow queries. Per call: `run(fn, { timeoutMs })`.
+   */
+  callTimeoutMs?: number
   /** Default bound for `close()` to wait for work in flight. */
   closeTimeoutMs?: number
   /** `application_name` reported to the server, visible in pg_stat_activity. */
@@ -52,6 +60,7 @@ export const defaultOptions: ResolvedOptions = Object.freeze({
   connectBackoffMaxMs: 2_000,
   acquireTimeoutMs: 10_000,
   maxConnections: 1,
+  callTimeoutMs: 30_000,
   closeTimeoutMs: 5_000,
   applicationName: 'warmconn',
 })
@@ -67,10 +76,11 @@ const durations = [
   'connectBackoffBaseMs',
   'connectBackoffMaxMs',
   'acquireTimeoutMs',
+  'callTimeoutMs',
   'closeTimeoutMs',
 ] as const
 // A timeout of 0 would fail every ping or connect; these need at least 1 ms.
-const positive = new Set<string>(['pingTimeoutMs', 'connectTimeoutMs', 'acquireTimeoutMs', 'connectBudgetMs'])
+const positive = new Set<string>(['pingTimeoutMs', 'connectTimeoutMs', 'acquireTimeoutMs', 'connectBudgetMs', 'callTimeoutMs'])
 // setTimeout clamps anything above 2^31-1 ms to 1 ms, which would turn "very long" into "now".
 const MAX_TIMER_MS = 2_147_483_647
 
@@ -114,6 +124,11 @@ export function resolveOptions(input: HolderOptions = {}, allowedExtra: readonly
   return out
 }
 
+/** Validates a duration that must be at least 1 ms (a per-call `timeoutMs`, say), naming it in the error. */
+export function checkTimeout(key: string, value: unknown): asserts value is number {
+  checkNumber(key, value, 1)
+}
+
 function checkNumber(key: string, value: unknown, min: number): asserts value is number {
   if (typeof value !== 'number' || !Number.isFinite(value)) {
     throw new InvalidOptionError(key, `expected a finite number of milliseconds, got ${describe(value)}`)
@@ -135,6 +150,7 @@ export const envOptionNames = {
   WARMCONN_IDLE_TIMEOUT_MS: 'idleTimeoutMs',
   WARMCONN_MAX_LIFETIME_MS: 'maxLifetimeMs',
   WARMCONN_CONNECT_TIMEOUT_MS: 'connectTimeoutMs',
+  WARMCONN_CALL_TIMEOUT_MS: 'callTimeoutMs',
 } as const satisfies Record<string, keyof HolderOptions>
 
 /**

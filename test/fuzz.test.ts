@@ -369,7 +369,7 @@ describe('the library, given malformed URLs and options', () => {
 
   it('optionsFromEnv: options a holder accepts, or an InvalidOptionError naming the variable', () => {
     const envValue = fc.oneof(fc.stringMatching(/^\s*-?\d{0,12}(\.\d)?\s*$/), fc.string({ maxLength: 8 }), value)
-    const env = fc.dictionary(fc.constantFrom('WARMCONN_STALE_AFTER_MS', 'WARMCONN_PING_TIMEOUT_MS', 'WARMCONN_IDLE_TIMEOUT_MS', 'WARMCONN_MAX_LIFETIME_MS', 'WARMCONN_CONNECT_TIMEOUT_MS', 'PATH'), envValue)
+    const env = fc.dictionary(fc.constantFrom('WARMCONN_STALE_AFTER_MS', 'WARMCONN_PING_TIMEOUT_MS', 'WARMCONN_IDLE_TIMEOUT_MS', 'WARMCONN_MAX_LIFETIME_MS', 'WARMCONN_CONNECT_TIMEOUT_MS', 'WARMCONN_CALL_TIMEOUT_MS', 'PATH'), envValue)
     fc.assert(fc.property(env, (e) => typedOrSuccess(() => new Holder(postgresDriver('postgres://u@db.example.com/shop'), optionsFromEnv(e)))), { numRuns: 1_000 })
   })
 

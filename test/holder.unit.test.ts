@@ -4,7 +4,7 @@
  * Lambda freeze, and timers can be kept from firing.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { Holder, type Driver, type DriverConnection, ConnectError, AuthError } from '../src/index.js'
+import { Holder, type Driver, type DriverConnection, ConnectError, AuthError, CallTimeoutError, ConnectionLostError, InvalidOptionError } from '../src/index.js'
 import { classifyCode } from '../src/classify.js'
 
 interface FakeConn { id: number; closed: boolean; destroyed: boolean; pings: number; inUse: boolean }
@@ -79,6 +79,63 @@ describe('holder lifecycle (fake driver, fake clock)', () => {
     expect((await next).id).toBe(2)
     expect(conns[0]!.destroyed).toBe(true)
     expect(holder.stats()).toMatchObject({ revalidateFailures: 1, reconnected: 1 })
+  })
+
+  it('a call that never settles is cut at callTimeoutMs: typed error, connection destroyed, not replayed even if idempotent', async () => {
+    const { driver, conns } = fakeDriver()
+    const holder = new Holder(driver, { callTimeoutMs: 1_000 })
+    const events: unknown[] = []
+    holder.on('callTimeout', (e) => events.push(e))
+    let calls = 0
+    const stuck = holder.run(() => (calls++, new Promise<never>(() => {})), { idempotent: true }).catch((e: unknown) => e)
+    await vi.advanceTimersByTimeAsync(999)
+    expect(conns[0]!.destroyed).toBe(false)
+    await vi.advanceTimersByTimeAsync(1)
+    const err = await stuck
+    expect(err).toBeInstanceOf(CallTimeoutError)
+    expect(err).toBeInstanceOf(ConnectionLostError) // callers that handle a lost connection handle this too
+    expect(err).toMatchObject({ code: 'WARMCONN_CALL_TIMEOUT', timeoutMs: 1_000, outcomeUnknown: true })
+    expect(calls).toBe(1)
+    expect(conns[0]!.destroyed).toBe(true)
+    expect(events).toEqual([{ connectionId: 1, timeoutMs: 1_000 }])
+    expect(holder.stats()).toMatchObject({ callTimeouts: 1, replays: 0, failures: 1, open: 0 })
+    expect((await holder.run((c) => c)).id).toBe(2)
+  })
+
+  it('a caller queued behind a stuck call gets a new connection when the stuck one is cut', async () => {
+    const { driver } = fakeDriver()
+    const holder = new Holder(driver, { callTimeoutMs: 1_000, acquireTimeoutMs: 5_000 })
+    const stuck = holder.run(() => new Promise<never>(() => {})).catch((e: unknown) => e)
+    await vi.advanceTimersByTimeAsync(0)
+    const queued = holder.run((c) => c.id)
+    await vi.advanceTimersByTimeAsync(1_000)
+    expect(await stuck).toBeInstanceOf(CallTimeoutError)
+    expect(await queued).toBe(2)
+  })
+
+  it('run({ timeoutMs }) overrides callTimeoutMs for one call; a bad value is refused before any connection is taken', async () => {
+    const { driver, attempts } = fakeDriver()
+    const holder = new Holder(driver, { callTimeoutMs: 60_000 })
+    const stuck = holder.run(() => new Promise<never>(() => {}), { timeoutMs: 50 }).catch((e: unknown) => e)
+    await vi.advanceTimersByTimeAsync(50)
+    expect(await stuck).toMatchObject({ code: 'WARMCONN_CALL_TIMEOUT', timeoutMs: 50 })
+    for (const bad of [0, -1, Number.NaN, '100', Infinity]) {
+      const err = await holder.run((c) => c, { timeoutMs: bad as number }).catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(InvalidOptionError)
+      expect(err).toMatchObject({ option: 'timeoutMs' })
+    }
+    expect(attempts()).toBe(1)
+  })
+
+  it('a call that finishes in time leaves no timer behind (the hot path arms and clears one)', async () => {
+    const { driver } = fakeDriver()
+    const holder = new Holder(driver, { callTimeoutMs: 1_000, idleTimeoutMs: 100_000 })
+    await holder.run((c) => c)
+    const pending = vi.getTimerCount()
+    await holder.run((c) => c)
+    expect(vi.getTimerCount()).toBe(pending) // only the idle timer, armed once
+    await vi.advanceTimersByTimeAsync(5_000)
+    expect(holder.stats()).toMatchObject({ callTimeouts: 0, failures: 0 })
   })
 
   it('lifetime is shortened by jitter within maxLifetimeJitterMs', async () => {

@@ -29,11 +29,10 @@ describe('a short soak', () => {
     expect(Object.keys(report.faults).length).toBeGreaterThan(0)
     expect(report.ledger).toMatchObject({ lost: 0, duplicated: 0, missing: 0, unexpected: 0 })
     expect(report.ledger.acked).toBe(report.ledger.keys)
-    // Reads fail only while the database is down or full. Not counted until the bugs pinned below
-    // are fixed: a Lambda process crashing (an unhandled rejection, exit status 128) and the
-    // Durable Object left waiting on a reset connection (the Worker's client times out).
+    // Reads fail only while the database is down or full. Not counted until the bug pinned below
+    // is fixed: a Lambda process crashing (an unhandled rejection, exit status 128).
     const knownBug = (f: (typeof report.failures)[number]) =>
-      f.kind === 'Runtime.UnhandledPromiseRejection' || f.example.includes('exit status 128') || f.kind === 'ClientTimeout'
+      f.kind === 'Runtime.UnhandledPromiseRejection' || f.example.includes('exit status 128')
     const readsFailedWhileUp = report.failures.filter((f) => f.op === 'read' && !f.during.split('+').some((kind) => DOWN.has(kind)) && !knownBug(f))
     expect(readsFailedWhileUp).toEqual([])
     expect(report.password.foundIn).toEqual([])
@@ -75,12 +74,11 @@ describe('faults the soak found, pinned down', () => {
     }
   })
 
-  // Skipped, known and open: a query already sent when the network goes silent hangs with its
-  // connection held (only a stale connection is pinged), so the Durable Object's one connection
-  // stays busy and later requests time out waiting for it (503) even after the network is back.
-  // Needs a per-call deadline in the core (run timeout that destroys the connection). See the
-  // closing note of the reliability issue.
-  it.skip('a Durable Object whose query went into a silent network answers again once the network is back', async () => {
+  // A query already sent when the network goes silent never hears back (only a stale connection
+  // is pinged). Without a per-call deadline the object's one connection stayed busy and every
+  // later request timed out (503) even after the network was back; callTimeoutMs (5 s in the
+  // object) destroys it and the next caller gets a new connection.
+  it('a Durable Object whose query went into a silent network answers again once the network is back', async () => {
     const proxy = await startProxy({ host: pg.host, port: pg.port })
     const worker = await startWorker({ entry: 'functions/worker.ts', bindings: { DATABASE_URL: pg.urlFor({ port: proxy.port }) } })
     const get = async (timeoutMs: number): Promise<number | 'timeout'> => {
@@ -103,7 +101,7 @@ describe('faults the soak found, pinned down', () => {
       const deadline = Date.now() + 20_000
       let status = await get(12_000)
       while (status !== 200 && Date.now() < deadline) status = await get(12_000)
-      // A hang detector with wide slack: pingTimeoutMs + connectBudgetMs is 8 s with the defaults.
+      // A hang detector with wide slack: callTimeoutMs 5 s + connectBudgetMs 6 s with the object's defaults.
       expect(status).toBe(200)
     } finally {
       await worker.dispose()
@@ -111,12 +109,11 @@ describe('faults the soak found, pinned down', () => {
     }
   }, 60_000)
 
-  // Skipped, known and open: in workerd, postgres.js's Workers build sometimes never settles a
-  // query whose connection was reset under it (no error, no close event; reproduced with plain
-  // postgres.js in a Durable Object, within a few dozen resets). The object's one connection then
-  // stays busy and every later request times out until it is evicted. The per-call deadline that
-  // the silent-network case needs would bound this too.
-  it.skip('a Durable Object whose connection is reset again and again under load keeps answering', async () => {
+  // In workerd, postgres.js's Workers build sometimes never settles a query whose connection was
+  // reset under it (no error, no close event; reproduced with plain postgres.js in a Durable
+  // Object, within a few dozen resets). Without a per-call deadline the object's one connection
+  // stayed busy until eviction; callTimeoutMs now cuts such a call off.
+  it('a Durable Object whose connection is reset again and again under load keeps answering', async () => {
     const proxy = await startProxy({ host: pg.host, port: pg.port })
     const worker = await startWorker({ entry: 'functions/worker.ts', bindings: { DATABASE_URL: pg.urlFor({ port: proxy.port }) } })
     const answers: Array<number | 'timeout'> = []
@@ -140,8 +137,13 @@ describe('faults the soak found, pinned down', () => {
       }
       resetting = false
       await Promise.all(clients)
-      // Idempotent reads: a reset connection is replaced and the read replayed, never a timeout.
+      // Idempotent reads: a reset connection is replaced and the read replayed; a read whose
+      // reset was never reported is cut at callTimeoutMs (a 503). Never a hang.
       expect(answers.filter((a) => a === 'timeout')).toEqual([])
+      expect(answers.filter((a) => a !== 200 && a !== 503)).toEqual([])
+      const res = await worker.mf.dispatchFetch('http://worker.test/db', { signal: AbortSignal.timeout(8_000) })
+      expect(res.status).toBe(200)
+      await res.text()
     } finally {
       await worker.dispose()
       await proxy.close()

@@ -9,7 +9,7 @@
  * @module
  */
 import { DurableObject } from 'cloudflare:workers'
-import type { Holder, HolderStats } from '../holder.js'
+import type { Holder, HolderStats, RunOptions } from '../holder.js'
 import type { Sql } from '../drivers/postgres.js'
 import { envOptionNames, optionsFromEnv } from '../options.js'
 import { toQueryResult, type QueryOptions, type QueryResult, type Reply, type Statement } from './protocol.js'
@@ -28,6 +28,15 @@ export interface ObjectStats extends HolderStats {
 // after it holds an idle connection too long. So the alarm is rewritten only when none is set or
 // the deadline moved earlier than it by more than this, which keeps storage writes off the hot path.
 const ALARM_SLACK_MS = 1_000
+
+/**
+ * The object's default `callTimeoutMs`, tighter than the library's 30 s: every request to the
+ * object shares its one connection, so a call stuck on a silent network (or on a reset that the
+ * Workers socket never reports) would stall all of them. It stays below `acquireTimeoutMs`, so
+ * callers queued behind a stuck call get a new connection instead of timing out themselves.
+ * Raise it with WARMCONN_CALL_TIMEOUT_MS, `connection()`, or `{ timeoutMs }` per query.
+ */
+export const OBJECT_CALL_TIMEOUT_MS = 5_000
 
 /**
  * Export it (or a subclass) from your Worker and bind it as a Durable Object; call it through
@@ -50,7 +59,7 @@ export class WarmconnDurableObject<Env extends WarmconnEnv = WarmconnEnv> extend
   query(text: string, params: unknown[] = [], options: QueryOptions = {}): Promise<Reply<QueryResult>> {
     return this.#serve(async (holder) => {
       checkStatement({ text, params })
-      const result = await holder.run((sql) => sql.unsafe(text, params as never[]), { idempotent: options.idempotent === true })
+      const result = await holder.run((sql) => sql.unsafe(text, params as never[]), runOptions(options))
       return toQueryResult(result)
     })
   }
@@ -67,7 +76,7 @@ export class WarmconnDurableObject<Env extends WarmconnEnv = WarmconnEnv> extend
             for (const { text, params = [] } of statements) results.push(toQueryResult(await tx.unsafe(text, params as never[])))
             return results
           }),
-        { idempotent: options.idempotent === true },
+        runOptions(options),
       )
     })
   }
@@ -87,7 +96,7 @@ export class WarmconnDurableObject<Env extends WarmconnEnv = WarmconnEnv> extend
 
   async #serve<T>(fn: (holder: Holder<Sql>) => Promise<T>): Promise<Reply<T>> {
     try {
-      this.#db ??= holderFor(this.connection())
+      this.#db ??= holderFor(withObjectDefaults(this.connection()))
       return { ok: true, value: await fn(this.#db.holder) }
     } catch (err) {
       return { ok: false, error: encodeError(err, this.#db?.secrets ?? []) }
@@ -108,6 +117,17 @@ export class WarmconnDurableObject<Env extends WarmconnEnv = WarmconnEnv> extend
       this.#alarmAt = undefined
     }
   }
+}
+
+function withObjectDefaults(settings: ConnectionSettings): ConnectionSettings {
+  return { ...settings, options: { callTimeoutMs: OBJECT_CALL_TIMEOUT_MS, ...settings.options } }
+}
+
+/** Only the known fields cross into the holder; `timeoutMs` is validated there (InvalidOptionError). */
+function runOptions(options: QueryOptions | undefined): RunOptions {
+  const out: RunOptions = { idempotent: options?.idempotent === true }
+  if (options?.timeoutMs !== undefined) out.timeoutMs = options.timeoutMs
+  return out
 }
 
 function checkStatement(statement: Statement): void {

@@ -30,6 +30,8 @@ export interface QueryOptions {
    * a new connection instead of failing with ConnectionLostError.
    */
   idempotent?: boolean
+  /** This call's bound on holding the connection (ms), instead of the object's `callTimeoutMs`. */
+  timeoutMs?: number
 }
 
 export type Reply<T> = { ok: true; value: T } | { ok: false; error: WireError }

@@ -8,6 +8,7 @@
 import {
   AcquireTimeoutError,
   AuthError,
+  CallTimeoutError,
   ClosedError,
   ConfigRejectedError,
   ConnectError,
@@ -30,6 +31,7 @@ export interface WireError {
   sqlState?: string | undefined
   causeCode?: string | undefined
   attempts?: number | undefined
+  timeoutMs?: number | undefined
   option?: string | undefined
   /** Fields of SQL errors. */
   severity?: string | undefined
@@ -72,6 +74,7 @@ export function encodeError(err: unknown, secrets: readonly string[]): WireError
       sqlState: clean(fields.sqlState),
       causeCode: clean(fields.causeCode),
       attempts: typeof fields.attempts === 'number' ? fields.attempts : undefined,
+      timeoutMs: typeof fields.timeoutMs === 'number' ? fields.timeoutMs : undefined,
       option: clean(fields.option),
     }
   }
@@ -99,6 +102,7 @@ const rebuild: Record<WarmconnErrorCode, (wire: WireError) => WarmconnError> = {
   WARMCONN_CONNECT_FAILED: (w) => new ConnectError(w.message, w.attempts ?? 1, w.causeCode),
   WARMCONN_ACQUIRE_TIMEOUT: () => new AcquireTimeoutError(0),
   WARMCONN_CONNECTION_LOST: (w) => new ConnectionLostError(w.message, w.causeCode),
+  WARMCONN_CALL_TIMEOUT: (w) => new CallTimeoutError(w.timeoutMs ?? 0, ''),
   WARMCONN_CLOSED: () => new ClosedError(),
   WARMCONN_CROSS_REQUEST: () => new CrossRequestError(),
 }

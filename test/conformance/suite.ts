@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Holder, HolderOptions } from '../../src/index.js'
-import { AuthError, ConnectionLostError } from '../../src/index.js'
+import { AuthError, CallTimeoutError, ConnectionLostError } from '../../src/index.js'
 import type { TestPg } from '../harness/pg.js'
 import { startProxy, type FaultProxy } from '../harness/proxy.js'
 import { appName, eventually, sleep } from '../helpers/core.js'
@@ -101,6 +101,27 @@ export function conformance(t: ConformanceTarget): void {
       await pid()
       expect(Date.now() - started).toBeLessThan(400 + 8_000) // a hang detector, not a speed test
       expect(holder.stats()).toMatchObject({ revalidateFailures: 1, opened: 2, failures: 0 })
+    })
+
+    it('call deadline: a call stuck on a silent network fails at callTimeoutMs, unreplayed, and the next call gets a new connection', async () => {
+      const { holder, pid } = make({ callTimeoutMs: 600 })
+      const first = await pid()
+      const before = proxy.connections()
+      // Used a moment ago, so no ping: the statement goes straight into the silence.
+      proxy.blackhole()
+      proxy.heal()
+      const started = Date.now()
+      const err = await pid({ idempotent: true }).catch((e: unknown) => e)
+      const waitedMs = Date.now() - started
+      expect(err).toBeInstanceOf(CallTimeoutError)
+      expect((err as CallTimeoutError).code).toBe('WARMCONN_CALL_TIMEOUT')
+      expect(waitedMs).toBeLessThan(600 + 5_000) // a hang detector: without the deadline it waits for TCP (minutes)
+      // Destroyed: the client's socket is gone from the proxy, and the call was not run again.
+      expect(await eventually(async () => proxy.connections() === before - 1)).toBe(true)
+      expect(holder.stats()).toMatchObject({ callTimeouts: 1, replays: 0, open: 0 })
+      const next = await pid()
+      if (t.stableBackend) expect(next).not.toBe(first)
+      expect(holder.stats()).toMatchObject({ opened: 2, failures: 1 })
     })
 
     it('idle close: the client socket is closed (and the backend gone where visible)', async () => {

@@ -7,7 +7,7 @@ import net, { type Socket } from 'node:net'
 
 export interface FaultProxy {
   readonly port: number
-  /** Client connections currently open, blackholed ones included. */
+  /** Client connections currently open, blackholed ones included until their client closes them. */
   connections(): number
   /**
    * From now on forward nothing, in either direction, on existing and new connections, and close
@@ -79,6 +79,11 @@ export async function startProxy(target: { host: string; port: number }, opts: P
     client.on('close', () => {
       clients.delete(client)
       links.delete(link)
+    })
+    // A client that closes a silenced connection has let go of it: its FIN goes nowhere, but it
+    // no longer counts as open (so tests can see a client destroy a connection stuck in silence).
+    client.on('end', () => {
+      if (link.dead) client.destroy()
     })
     if (link.dead) {
       client.resume() // read and drop, like packets into the void
