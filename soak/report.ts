@@ -49,6 +49,8 @@ export interface Report {
   ledger: LedgerResult
   /** Reads that failed, and how many of them outside every DOWN fault (the target: 0). */
   failedReads: { total: number; outsideDown: number }
+  /** The error code behind each 503, from the apps' own log lines, by runtime. */
+  causes: Record<string, number>
   password: { scanned: number; foundIn: string[] }
 }
 
@@ -74,7 +76,7 @@ export interface ReportInput {
   ledger: LedgerResult
 }
 
-export function buildReport(i: ReportInput): Omit<Report, 'password'> {
+export function buildReport(i: ReportInput): Omit<Report, 'password' | 'causes'> {
   const during = (inv: Invocation): string =>
     inv.final ? 'final retries' : blame(i.windows, inv.start, inv.end, inv.pausedBeforeMs > 0 ? [inv.runtime === 'lambda' ? 'freeze' : 'idle'] : [])
   const failed = i.invocations.filter((inv) => inv.status === undefined || inv.status >= 400)
@@ -148,6 +150,7 @@ export function formatReport(r: Report): string {
     `faults        ${list(r.faults)}; ${r.pauses} client pauses (Lambda frozen, Worker idle)${r.skipped.length ? `; not applied: ${r.skipped.join('; ')}` : ''}`,
     `failures      ${r.failures.reduce((a, f) => a + f.count, 0)}${r.failures.length ? ' (runtime, op, status or error, during, first answer):' : ''}`,
     ...r.failures.map((f) => `  ${String(f.count).padStart(6)}  ${f.runtime.padEnd(6)} ${f.op.padEnd(5)} ${f.kind.padEnd(20)} ${f.during.padEnd(28)} ${f.example}`),
+    `503 causes    ${list(r.causes)}`,
     `reconnects    ${s.reconnected} (from ${r.instances} instances' stats: opened ${s.opened}, stale pings failed ${s.revalidateFailures}, ` +
       `replays ${s.replays}, connect retries ${s.connectRetries}, closed broken ${s.closedBroken}, closed idle ${s.closedIdle}, failed runs ${s.failures})`,
     `latency       p50 ${ms(r.latency.p50)}, p99 ${ms(r.latency.p99)}, max ${ms(r.latency.max)} (${r.latency.maxWas})`,

@@ -137,19 +137,32 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       windows: faults.windows, skipped: faults.skipped, pauses: recorder.pauses, stats: recorder.stats,
       boundMs: APP_OPTIONS.pingTimeoutMs + defaultOptions.connectBudgetMs + APP_OPTIONS.callTimeoutMs + QUERY_ALLOWANCE_MS, ledger: ledger.check(rows),
     })
-    const draft = formatReport({ ...partial, password: { scanned: 0, foundIn: [] } })
     const logs = apps.flatMap((a) => a.logs().map((line) => `${a.name}: ${line}`))
+    const withCauses = { ...partial, causes: unavailableCauses(apps) }
+    const draft = formatReport({ ...withCauses, password: { scanned: 0, foundIn: [] } })
     const password = scanFor([pg.password, encodeURIComponent(pg.password)], {
       'function logs': logs,
       responses: recorder.invocations.map((inv) => inv.text),
       progress: printed,
       report: draft.split('\n'),
     })
-    const report: Report = { ...partial, password }
+    const report: Report = { ...withCauses, password }
     return { report, text: formatReport(report), verdict: verdict(report), logs }
   } finally {
     for (const step of cleanup) await step().catch(() => {})
   }
+}
+
+/** What the apps logged for each 503 they answered (codes only): why the database was unavailable. */
+function unavailableCauses(apps: readonly SoakApp[]): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const app of apps) {
+    for (const line of app.logs()) {
+      const code = /-> 503 \((\w+)\)/.exec(line)?.[1]
+      if (code) out[`${app.runtime} ${code}`] = (out[`${app.runtime} ${code}`] ?? 0) + 1
+    }
+  }
+  return out
 }
 
 function progressLine(nowMs: number, seconds: number, recorder: Recorder, ledger: Ledger, fault: string | undefined): string {

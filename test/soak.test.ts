@@ -29,11 +29,8 @@ describe('a short soak', () => {
     expect(Object.keys(report.faults).length).toBeGreaterThan(0)
     expect(report.ledger).toMatchObject({ lost: 0, duplicated: 0, missing: 0, unexpected: 0 })
     expect(report.ledger.acked).toBe(report.ledger.keys)
-    // Reads fail only while the database is down or full. Not counted until the bug pinned below
-    // is fixed: a Lambda process crashing (an unhandled rejection, exit status 128).
-    const knownBug = (f: (typeof report.failures)[number]) =>
-      f.kind === 'Runtime.UnhandledPromiseRejection' || f.example.includes('exit status 128')
-    const readsFailedWhileUp = report.failures.filter((f) => f.op === 'read' && !f.during.split('+').some((kind) => DOWN.has(kind)) && !knownBug(f))
+    // Reads fail only while the database is down or full.
+    const readsFailedWhileUp = report.failures.filter((f) => f.op === 'read' && !f.during.split('+').some((kind) => DOWN.has(kind)))
     expect(readsFailedWhileUp).toEqual([])
     expect(report.password.foundIn).toEqual([])
   }, 300_000)
@@ -53,16 +50,15 @@ describe('faults the soak found, pinned down', () => {
     if (dir) rmSync(dir, { recursive: true, force: true })
   })
 
-  // Skipped, known and open: postgres.js 3.4.9 runs its array-type lookup (fetch_types) from a
-  // socket event handler and drops the promise, so a reset during exactly that query is an
-  // unhandled rejection that kills the Lambda process (Runtime.UnhandledPromiseRejection). warmconn
-  // cannot catch it from outside; fixes are upstream, or fetch_types done by the driver. See the
-  // closing note of the reliability issue.
-  it.skip('a connection reset while postgres.js fetches array types at startup does not crash the function', async () => {
+  // postgres.js 3.4.9 runs its own array-type lookup (fetch_types) from a socket event handler and
+  // drops the promise, so a reset during exactly that query was an unhandled rejection that killed
+  // the Lambda process (Runtime.UnhandledPromiseRejection). The driver now runs the lookup itself
+  // as an awaited query (src/drivers/postgres-arrays.ts): the reset is a connect failure, retried.
+  it('a connection reset while postgres.js fetches array types at startup does not crash the function', async () => {
     const proxy = await startProxy({ host: pg.host, port: pg.port })
     const lambda = await startLambda({ handlerFile: appFile, env: { DATABASE_URL: pg.urlFor({ port: proxy.port }) }, timeoutMs: 15_000 })
     try {
-      // The first statement of every new postgres.js connection (fetch_types) reads pg_type.typarray.
+      // The array-type lookup of a driver's first connection reads pg_type.typarray.
       proxy.resetWhenClientSends('typarray')
       const out = await lambda.invoke(httpEvent({ method: 'GET', path: '/db' }))
       // The reset is a transient connect failure: retried, answered 200. Not a dead process.

@@ -12,6 +12,7 @@ import { Holder } from '../holder.js'
 import type { HolderOptions } from '../options.js'
 import { sharedHolder, stableKey } from '../registry.js'
 import { parseConnectionUrl, safeDecode, secretsOf } from '../url.js'
+import { ARRAY_TYPES_QUERY, installArrayTypes, type ArrayTypes, type TypeTables } from './postgres-arrays.js'
 
 export type Sql = postgres.Sql<Record<string, never>>
 export type PostgresOptions = postgres.Options<Record<string, never>>
@@ -59,16 +60,23 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
   const database = pgOptions.database ?? pgOptions.db ?? safeDecode(parsed.pathname.slice(1))
 
   const connectOptions = withSecureDefault(parsed, host, pgOptions)
+  // Looked up once per driver, on its first connection (see postgres-arrays.ts); none at all if
+  // the caller switched fetch_types off.
+  const arrays: ArrayTypeCache = { types: pgOptions.fetch_types === false ? [] : undefined }
   return {
     name: 'postgres',
     secrets,
     target: `${user || '(default user)'}@${host}:${port}/${database || '(default database)'}`,
-    open: (options) => openConnection(url!, connectOptions, options),
+    open: (options) => openConnection(url!, connectOptions, options, arrays),
     classify: (err): Classified => classifyError(err, errorCode(err)),
   }
 }
 
-async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOptions): Promise<DriverConnection<Sql>> {
+interface ArrayTypeCache {
+  types: ArrayTypes | undefined
+}
+
+async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOptions, arrays: ArrayTypeCache): Promise<DriverConnection<Sql>> {
   let inTransaction = false
   let ready = false
   let ending = false
@@ -77,6 +85,9 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
   const sql = postgres(url, {
     ...pgOptions,
     max: 1,
+    // postgres.js's own lookup can crash the process if the connection resets during it; warmconn
+    // runs it instead, below, as a query whose failure is an ordinary connect error.
+    fetch_types: false,
     idle_timeout: 0,
     max_lifetime: 0,
     connect_timeout: o.connectTimeoutMs / 1000,
@@ -109,8 +120,16 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
     // A first query forces the handshake now, so connect errors surface here where the holder
     // retries them, and reports the backend pid. Not sql.reserve(): a failed reserve stays
     // queued inside postgres.js, which reconnects for it later and leaks a connection.
+    const tables = sql.options as unknown as TypeTables
+    if (arrays.types) installArrayTypes(tables, arrays.types)
     const [row] = await sql`select pg_backend_pid() as pid`
     backendPid = Number(row?.pid)
+    if (!arrays.types) {
+      const rows = await sql.unsafe<Array<{ oid: number; typarray: number }>>(ARRAY_TYPES_QUERY)
+      const types = rows.map((r) => [Number(r.oid), Number(r.typarray)] as const)
+      installArrayTypes(tables, types)
+      arrays.types = types
+    }
   } catch (err) {
     ending = true
     void sql.end({ timeout: 0 }).catch(() => {})
