@@ -95,8 +95,8 @@ export class ConnectionLostError extends WarmconnError {
 /**
  * The call held its connection longer than its deadline (`callTimeoutMs`, or `timeoutMs` of the
  * call). The connection was destroyed, because a call that hangs on a silent network would
- * otherwise hold it forever. A ConnectionLostError: the work may or may not have taken effect,
- * and it is never replayed, even if idempotent (a slow query would then run twice).
+ * otherwise hold it forever. A ConnectionLostError: the work may or may not have taken effect.
+ * Like any lost connection it is replayed once only if the call was marked idempotent.
  */
 export class CallTimeoutError extends ConnectionLostError {
   readonly timeoutMs: number

@@ -171,12 +171,18 @@ export class Holder<C> {
       } catch (err) {
         if (err instanceof CallTimeout) {
           // Whatever fn is waiting for may never come (a silent network; a driver that never
-          // settles): destroying the connection frees its place now and fails fn's later
-          // statements. No replay: the work may still be running on the server.
+          // reports a reset): destroying the connection frees its place now and fails fn's later
+          // statements. Treated as a lost connection: replayed once only if idempotent, because
+          // the work may have run, or may still be running, on the server.
           this.#drop(slot, 'WARMCONN_CALL_TIMEOUT')
           this.#counts.callTimeouts++
-          this.#counts.failures++
           this.#events.emit('callTimeout', { connectionId: slot.id, timeoutMs })
+          if (attempt === 1 && options.idempotent && !this.#closed) {
+            this.#counts.replays++
+            this.#events.emit('replay', { code: 'WARMCONN_CALL_TIMEOUT', idempotent: true })
+            continue
+          }
+          this.#counts.failures++
           throw new CallTimeoutError(timeoutMs, this.#driver.target)
         }
         const seen = this.#driver.classify(err)

@@ -33,7 +33,8 @@ export interface HolderOptions {
   maxConnections?: number
   /**
    * Longest a call may hold its connection (from handing it out to `fn` settling). Past it the
-   * connection is destroyed and the call fails with CallTimeoutError, never replayed. It bounds a
+   * connection is destroyed and the call fails with CallTimeoutError (replayed once first if
+   * idempotent, like any lost connection, so a slow idempotent read may run twice). It bounds a
    * call stuck on a silent network, which otherwise holds the connection until TCP gives up
    * (minutes in Node, never on Workers). Not a query cost limit: the server keeps running the
    * statement, so also set `statement_timeout` for slow queries. Per call: `run(fn, { timeoutMs })`.

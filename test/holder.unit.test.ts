@@ -81,13 +81,13 @@ describe('holder lifecycle (fake driver, fake clock)', () => {
     expect(holder.stats()).toMatchObject({ revalidateFailures: 1, reconnected: 1 })
   })
 
-  it('a call that never settles is cut at callTimeoutMs: typed error, connection destroyed, not replayed even if idempotent', async () => {
+  it('a call that never settles is cut at callTimeoutMs: typed error, connection destroyed, not replayed unless idempotent', async () => {
     const { driver, conns } = fakeDriver()
     const holder = new Holder(driver, { callTimeoutMs: 1_000 })
     const events: unknown[] = []
     holder.on('callTimeout', (e) => events.push(e))
     let calls = 0
-    const stuck = holder.run(() => (calls++, new Promise<never>(() => {})), { idempotent: true }).catch((e: unknown) => e)
+    const stuck = holder.run(() => (calls++, new Promise<never>(() => {}))).catch((e: unknown) => e)
     await vi.advanceTimersByTimeAsync(999)
     expect(conns[0]!.destroyed).toBe(false)
     await vi.advanceTimersByTimeAsync(1)
@@ -100,6 +100,24 @@ describe('holder lifecycle (fake driver, fake clock)', () => {
     expect(events).toEqual([{ connectionId: 1, timeoutMs: 1_000 }])
     expect(holder.stats()).toMatchObject({ callTimeouts: 1, replays: 0, failures: 1, open: 0 })
     expect((await holder.run((c) => c)).id).toBe(2)
+  })
+
+  it('an idempotent call cut at its deadline is replayed once on a new connection, with a deadline of its own', async () => {
+    const { driver, conns } = fakeDriver()
+    const holder = new Holder(driver, { callTimeoutMs: 1_000 })
+    // Hangs on the first connection only (a reset the driver never reported), answers on the next.
+    const answered = holder.run((c) => (c.id === 1 ? new Promise<never>(() => {}) : c.id), { idempotent: true })
+    await vi.advanceTimersByTimeAsync(1_000)
+    expect(await answered).toBe(2)
+    expect(conns[0]!.destroyed).toBe(true)
+    expect(holder.stats()).toMatchObject({ callTimeouts: 1, replays: 1, failures: 0 })
+    // Twice stuck: one replay only, then the typed error.
+    let calls = 0
+    const twice = holder.run(() => (calls++, new Promise<never>(() => {})), { idempotent: true }).catch((e: unknown) => e)
+    await vi.advanceTimersByTimeAsync(2_000)
+    expect(await twice).toBeInstanceOf(CallTimeoutError)
+    expect(calls).toBe(2)
+    expect(holder.stats()).toMatchObject({ callTimeouts: 3, replays: 2, failures: 1 })
   })
 
   it('a caller queued behind a stuck call gets a new connection when the stuck one is cut', async () => {

@@ -103,25 +103,31 @@ export function conformance(t: ConformanceTarget): void {
       expect(holder.stats()).toMatchObject({ revalidateFailures: 1, opened: 2, failures: 0 })
     })
 
-    it('call deadline: a call stuck on a silent network fails at callTimeoutMs, unreplayed, and the next call gets a new connection', async () => {
-      const { holder, pid } = make({ callTimeoutMs: 600 })
+    it('call deadline: a write stuck on a silent network fails at callTimeoutMs, unreplayed; an idempotent read is replayed on a new connection', async () => {
+      const { holder, pid, run } = make({ callTimeoutMs: 600 })
       const first = await pid()
       const before = proxy.connections()
+      const note = `deadline-${t.name}`
       // Used a moment ago, so no ping: the statement goes straight into the silence.
       proxy.blackhole()
       proxy.heal()
       const started = Date.now()
-      const err = await pid({ idempotent: true }).catch((e: unknown) => e)
-      const waitedMs = Date.now() - started
+      const err = await run('insert into conformance_ledger (note) values ($1)', [note]).catch((e: unknown) => e)
       expect(err).toBeInstanceOf(CallTimeoutError)
       expect((err as CallTimeoutError).code).toBe('WARMCONN_CALL_TIMEOUT')
-      expect(waitedMs).toBeLessThan(600 + 5_000) // a hang detector: without the deadline it waits for TCP (minutes)
-      // Destroyed: the client's socket is gone from the proxy, and the call was not run again.
+      expect(Date.now() - started).toBeLessThan(600 + 5_000) // a hang detector: without the deadline it waits for TCP (minutes)
+      // Destroyed: the client's socket is gone from the proxy; the insert never reached the server.
       expect(await eventually(async () => proxy.connections() === before - 1)).toBe(true)
+      expect(await notes(note)).toBe(0)
       expect(holder.stats()).toMatchObject({ callTimeouts: 1, replays: 0, open: 0 })
-      const next = await pid()
-      if (t.stableBackend) expect(next).not.toBe(first)
-      expect(holder.stats()).toMatchObject({ opened: 2, failures: 1 })
+      const second = await pid()
+      if (t.stableBackend) expect(second).not.toBe(first)
+      // The same for a read marked idempotent: replayed once on a new connection, and answered.
+      proxy.blackhole()
+      proxy.heal()
+      const third = await pid({ idempotent: true })
+      if (t.stableBackend) expect(third).not.toBe(second)
+      expect(holder.stats()).toMatchObject({ callTimeouts: 2, replays: 1, opened: 3, failures: 1 })
     })
 
     it('idle close: the client socket is closed (and the backend gone where visible)', async () => {
