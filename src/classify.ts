@@ -53,6 +53,12 @@ export function classifyError(err: unknown, code: string | undefined, extra?: (c
   if (code === undefined && /proxy request failed, cannot connect/i.test(message)) {
     return { kind: 'transient', code: 'WORKERD_CONNECT_FAILED', notSent: true }
   }
+  // workerd's words for a socket reset (by the peer or the network), also without a code: the
+  // connection died. Read as a query error it was not retried at connect (the Worker answered
+  // 503 for every server restart) and left a dead connection in the holder mid-call.
+  if (code === undefined && /^network connection lost\.?$/i.test(message)) {
+    return { kind: 'connection', code: 'WORKERD_CONNECTION_LOST', notSent: false }
+  }
   // Node's words for a peer that closed (FIN) in the middle of the TLS handshake: what a server
   // without TLS does when asked for it (postgres.js starts TLS even after the server said no).
   // A network reset reads "read ECONNRESET" instead, and stays a retried connection error.

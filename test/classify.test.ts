@@ -60,5 +60,8 @@ describe('messages that carry the meaning when the code does not', () => {
     expect(classifyError(new Error('SASL authentication failed'), '08P01').kind).toBe('auth')
     expect(classifyError(new Error('protocol violation'), '08P01').kind).toBe('query')
     expect(classifyError(new Error('proxy request failed, cannot connect to the specified address'), undefined)).toEqual({ kind: 'transient', code: 'WORKERD_CONNECT_FAILED', notSent: true })
+    // workerd's reset, seen when the server restarts behind a proxy: a lost connection (retried at connect).
+    expect(classifyError(new Error('Network connection lost.'), undefined)).toEqual({ kind: 'connection', code: 'WORKERD_CONNECTION_LOST', notSent: false })
+    expect(classifyError(new Error('select failed: Network connection lost. (user text)'), undefined).kind).toBe('query')
   })
 })
