@@ -97,18 +97,23 @@ describe('array types through warmconn (real server)', () => {
     expect(stored).toEqual({ g21: 3, rows: 2, null2: true, f3: false })
   })
 
-  it('the array-type lookup runs once per holder: a reconnect sends only the connect query', async () => {
+  it('the array-type lookup runs once per server and database: a reconnect and a second holder send none', async () => {
+    await pg.admin.unsafe('create database arrays_fresh')
+    const url = pg.urlFor({ database: 'arrays_fresh' })
     const name = appName('arrays-once')
-    const holder = make(name)
+    const holder = makeHolder(url, { applicationName: name })
+    const other = makeHolder(url, { applicationName: appName('arrays-other') })
+    holders.push(holder, other)
     const mark = await pg.mark()
     await holder.run((sql) => sql`select ${[1, 2]}::int4[] as a`)
     await pg.terminate({ applicationName: name })
     const [row] = await holder.run((sql) => sql`select ${[3, 4]}::int4[] as a`, { idempotent: true })
+    const [second] = await other.run((sql) => sql`select array['x', null]::text[] as t`)
     expect(row!.a).toEqual([3, 4])
+    expect(second!.t).toEqual(['x', null])
     expect(holder.stats().opened).toBe(2)
-    const lookups = (await pg.statements({ applicationName: name, since: mark })).filter((s) => s.includes('typarray'))
-    expect(lookups).toHaveLength(1)
-    expect(lookups[0]).toBe(ARRAY_TYPES_QUERY)
+    const lookups = (await pg.statements({ since: mark })).filter((s) => s.includes('typarray'))
+    expect(lookups).toEqual([ARRAY_TYPES_QUERY])
   })
 
   it('fetch_types: false is honoured: no lookup, and arrays stay text as in postgres.js', async () => {

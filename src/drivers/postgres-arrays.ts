@@ -6,7 +6,7 @@
  * rejection, which ends a Node process (a Lambda function dies mid-invocation). So warmconn
  * turns `fetch_types` off and runs the same lookup as an ordinary awaited query while opening
  * the connection, where a reset is a connect failure the holder retries. The result is kept per
- * driver, so a reconnect costs no lookup at all, and installed into each new postgres.js
+ * server and database, so a reconnect costs no lookup at all, and installed into each new postgres.js
  * instance's parser and serializer tables (`sql.options`), where postgres.js looks them up.
  *
  * Parsing follows PostgreSQL's text output of arrays; unlike postgres.js 3.4.9, an unquoted NULL
@@ -33,6 +33,25 @@ export interface TypeTables {
   serializers: Record<number, Serializer | undefined>
   shared?: { typeArrayMap?: Record<number, number> }
   transform?: { undefined?: unknown }
+}
+
+/**
+ * Array types already looked up, by server and database (`host:port/database`). Module scope, so
+ * a holder made per request (Workers) or a new holder for another role pays the lookup once per
+ * process or isolate, not once per connection. Plain data, never I/O, so sharing it across
+ * Workers requests is allowed. Bounded: the oldest entry goes first.
+ */
+const known = new Map<string, ArrayTypes>()
+const KNOWN_MAX = 64
+
+export function knownArrayTypes(server: string): ArrayTypes | undefined {
+  return known.get(server)
+}
+
+export function rememberArrayTypes(server: string, types: ArrayTypes): void {
+  known.delete(server)
+  known.set(server, types)
+  if (known.size > KNOWN_MAX) known.delete(known.keys().next().value!)
 }
 
 /** Only box (1020) separates its elements with ';'. */

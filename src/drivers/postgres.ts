@@ -12,7 +12,7 @@ import { Holder } from '../holder.js'
 import type { HolderOptions } from '../options.js'
 import { sharedHolder, stableKey } from '../registry.js'
 import { parseConnectionUrl, safeDecode, secretsOf } from '../url.js'
-import { ARRAY_TYPES_QUERY, installArrayTypes, type ArrayTypes, type TypeTables } from './postgres-arrays.js'
+import { ARRAY_TYPES_QUERY, installArrayTypes, knownArrayTypes, rememberArrayTypes, type TypeTables } from './postgres-arrays.js'
 
 export type Sql = postgres.Sql<Record<string, never>>
 export type PostgresOptions = postgres.Options<Record<string, never>>
@@ -60,9 +60,9 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
   const database = pgOptions.database ?? pgOptions.db ?? safeDecode(parsed.pathname.slice(1))
 
   const connectOptions = withSecureDefault(parsed, host, pgOptions)
-  // Looked up once per driver, on its first connection (see postgres-arrays.ts); none at all if
+  // Array types: looked up once per server and database (see postgres-arrays.ts); not at all if
   // the caller switched fetch_types off.
-  const arrays: ArrayTypeCache = { types: pgOptions.fetch_types === false ? [] : undefined }
+  const arrays: ArrayTypeSource = { server: pgOptions.fetch_types === false ? undefined : JSON.stringify([host, port, database]) }
   return {
     name: 'postgres',
     secrets,
@@ -72,11 +72,12 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
   }
 }
 
-interface ArrayTypeCache {
-  types: ArrayTypes | undefined
+interface ArrayTypeSource {
+  /** Key of the server and database in the array-type cache; undefined when fetch_types is off. */
+  server: string | undefined
 }
 
-async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOptions, arrays: ArrayTypeCache): Promise<DriverConnection<Sql>> {
+async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOptions, arrays: ArrayTypeSource): Promise<DriverConnection<Sql>> {
   let inTransaction = false
   let ready = false
   let ending = false
@@ -121,14 +122,15 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
     // retries them, and reports the backend pid. Not sql.reserve(): a failed reserve stays
     // queued inside postgres.js, which reconnects for it later and leaks a connection.
     const tables = sql.options as unknown as TypeTables
-    if (arrays.types) installArrayTypes(tables, arrays.types)
+    const known = arrays.server === undefined ? undefined : knownArrayTypes(arrays.server)
+    if (known) installArrayTypes(tables, known)
     const [row] = await sql`select pg_backend_pid() as pid`
     backendPid = Number(row?.pid)
-    if (!arrays.types) {
+    if (arrays.server !== undefined && !known) {
       const rows = await sql.unsafe<Array<{ oid: number; typarray: number }>>(ARRAY_TYPES_QUERY)
       const types = rows.map((r) => [Number(r.oid), Number(r.typarray)] as const)
       installArrayTypes(tables, types)
-      arrays.types = types
+      rememberArrayTypes(arrays.server, types)
     }
   } catch (err) {
     ending = true
