@@ -51,6 +51,9 @@ interface Slot<C> {
   broken: boolean
   /** Bound to the request that opened the connection, on runtimes that bind I/O to requests. */
   context: RequestContextProbe | undefined
+  /** While a call holds the connection: when it is cut off (epoch ms), and how. */
+  callDeadlineAt: number
+  cutOff: ((err: Error) => void) | undefined
 }
 
 interface Waiter<C> {
@@ -120,6 +123,11 @@ export class Holder<C> {
   readonly #waiters: Waiter<C>[] = []
   readonly #events = new Emitter()
   readonly #idleTimer: Timer
+  /** One timer for every call's deadline, armed for the earliest (see #within). */
+  readonly #callTimer: Timer
+  #callTimerAt: number | undefined
+  /** Slots a call holds now (a slot dropped by close() keeps its deadline). */
+  readonly #calling = new Set<Slot<C>>()
   readonly #closing = new Set<Promise<void>>()
   readonly #hooks: HolderHooks
   readonly #counts: Record<Counter, number> = {
@@ -145,6 +153,7 @@ export class Holder<C> {
       this.#idleTimerAt = undefined
       void this.sweep()
     })
+    this.#callTimer = timer(() => this.#cutOffLateCalls())
   }
 
   /**
@@ -167,7 +176,7 @@ export class Holder<C> {
       }
       let result: T
       try {
-        result = await withTimeout(call(fn, slot.conn!.client), timeoutMs, () => new CallTimeout())
+        result = await this.#within(slot, fn, timeoutMs)
       } catch (err) {
         if (err instanceof CallTimeout) {
           // Whatever fn is waiting for may never come (a silent network; a driver that never
@@ -361,6 +370,7 @@ export class Holder<C> {
     const slot: Slot<C> = {
       id: ++this.#nextId, state: 'CONNECTING', conn: undefined,
       openedAt: 0, expiresAt: 0, lastUsedAt: 0, broken: false, context: requestContextProbe(),
+      callDeadlineAt: 0, cutOff: undefined,
     }
     this.#slots.add(slot)
     const started = Date.now()
@@ -569,6 +579,50 @@ export class Holder<C> {
     this.#idleTimer.start(Math.max(0, next - Date.now()))
   }
 
+  /**
+   * Runs fn, rejecting with CallTimeout if it still holds the connection after timeoutMs. The hot
+   * path arms no timer of its own: one holder timer, due at the earliest deadline, stays armed
+   * while calls keep starting before it (deadlines only move later), and when it fires it cuts
+   * off what is late by timestamps and re-arms. Unref'd: a call in flight keeps its own socket,
+   * which holds the process open.
+   */
+  #within<T>(slot: Slot<C>, fn: (client: C) => Promise<T> | T, timeoutMs: number): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const deadline = Date.now() + timeoutMs
+      const done = (): void => {
+        slot.cutOff = undefined
+        this.#calling.delete(slot)
+      }
+      slot.callDeadlineAt = deadline
+      slot.cutOff = (err) => (done(), reject(err))
+      this.#calling.add(slot)
+      if (this.#callTimerAt === undefined || this.#callTimerAt > deadline) {
+        this.#callTimerAt = deadline
+        this.#callTimer.start(timeoutMs)
+      }
+      try {
+        Promise.resolve(fn(slot.conn!.client)).then((value) => (done(), resolve(value)), (err: unknown) => (done(), reject(err)))
+      } catch (err) {
+        done()
+        reject(err)
+      }
+    })
+  }
+
+  #cutOffLateCalls(): void {
+    this.#callTimerAt = undefined
+    const now = Date.now()
+    let next: number | undefined
+    for (const slot of [...this.#calling]) {
+      if (!slot.cutOff) continue
+      if (slot.callDeadlineAt <= now) slot.cutOff(new CallTimeout())
+      else next = Math.min(next ?? Infinity, slot.callDeadlineAt)
+    }
+    if (next === undefined) return
+    this.#callTimerAt = next
+    this.#callTimer.start(next - now)
+  }
+
   #lostError(err: unknown, code: string | undefined, notSent: boolean): WarmconnError {
     const secrets = this.#driver.secrets
     const message = redact(err instanceof Error ? err.message : String(err), secrets)
@@ -588,11 +642,6 @@ export class Holder<C> {
 
 class PingTimeout extends Error {}
 class CallTimeout extends Error {}
-
-/** Runs fn as a promise, so a synchronous throw is a rejection like any other. */
-async function call<C, T>(fn: (client: C) => Promise<T> | T, client: C): Promise<T> {
-  return fn(client)
-}
 
 /** Idle time after which queued socket events are let in before a connection is handed out. */
 const SETTLE_AFTER_IDLE_MS = 50

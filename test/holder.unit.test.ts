@@ -145,15 +145,27 @@ describe('holder lifecycle (fake driver, fake clock)', () => {
     expect(attempts()).toBe(1)
   })
 
-  it('a call that finishes in time leaves no timer behind (the hot path arms and clears one)', async () => {
+  it('a warm call arms no timer of its own: one holder timer serves every deadline, each call cut at its own', async () => {
     const { driver } = fakeDriver()
-    const holder = new Holder(driver, { callTimeoutMs: 1_000, idleTimeoutMs: 100_000 })
+    const holder = new Holder(driver, { callTimeoutMs: 1_000, idleTimeoutMs: 100_000, maxConnections: 3 })
     await holder.run((c) => c)
     const pending = vi.getTimerCount()
-    await holder.run((c) => c)
-    expect(vi.getTimerCount()).toBe(pending) // only the idle timer, armed once
-    await vi.advanceTimersByTimeAsync(5_000)
-    expect(holder.stats()).toMatchObject({ callTimeouts: 0, failures: 0 })
+    for (let i = 0; i < 5; i++) await holder.run((c) => c)
+    expect(vi.getTimerCount()).toBe(pending)
+    // Three stuck calls started at t, t+300 (with its own 200 ms bound) and t+600.
+    const cutAt: Record<string, number> = {}
+    const t0 = Date.now()
+    const stuck = (label: string, options = {}) =>
+      holder.run(() => new Promise<never>(() => {}), options).catch(() => void (cutAt[label] = Date.now() - t0))
+    const a = stuck('a')
+    await vi.advanceTimersByTimeAsync(300)
+    const b = stuck('b', { timeoutMs: 200 })
+    await vi.advanceTimersByTimeAsync(300)
+    const c = stuck('c')
+    await vi.advanceTimersByTimeAsync(2_000)
+    await Promise.all([a, b, c])
+    expect(cutAt).toEqual({ a: 1_000, b: 500, c: 1_600 })
+    expect(holder.stats()).toMatchObject({ callTimeouts: 3, failures: 3 })
   })
 
   it('lifetime is shortened by jitter within maxLifetimeJitterMs', async () => {
