@@ -46,6 +46,11 @@ export class Emitter {
     return () => set.delete(listener as (payload: never) => void)
   }
 
+  /** Whether anyone listens: lets the hot path skip building a payload nobody reads. */
+  has(event: HolderEventName): boolean {
+    return (this.#listeners.get(event)?.size ?? 0) > 0
+  }
+
   emit<E extends HolderEventName>(event: E, payload: HolderEvents[E]): void {
     for (const listener of this.#listeners.get(event) ?? []) {
       // A throwing listener must not break the lifecycle that called it.

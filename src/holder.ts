@@ -309,7 +309,7 @@ export class Holder<C> {
           throw new CrossRequestError()
         }
         this.#counts.reused++
-        this.#events.emit('reuse', { connectionId: handed.id, idleMs: 0 })
+        if (this.#events.has('reuse')) this.#events.emit('reuse', { connectionId: handed.id, idleMs: 0 })
         return handed
       }
     }
@@ -343,7 +343,7 @@ export class Holder<C> {
     if (this.#closed) return this.#release(slot), false
     if (idleMs < this.options.staleAfterMs) {
       this.#counts.reused++
-      this.#events.emit('reuse', { connectionId: slot.id, idleMs })
+      if (this.#events.has('reuse')) this.#events.emit('reuse', { connectionId: slot.id, idleMs })
       slot.state = 'ALLOCATED'
       return true
     }

@@ -52,6 +52,17 @@ describe('per-request mode', () => {
     expect(await eventually(async () => (await pg.backends(app)).length === 0, 3_000)).toBe(true)
   })
 
+  it('the array-type lookup is made once per isolate, not once per request (per-request holders share it)', async () => {
+    // A fresh Worker (isolate) on its own application_name, so earlier requests do not count.
+    const name = 'wc-worker-arrays'
+    const fresh = await worker({ DATABASE_URL: pg.urlFor({ params: { application_name: name } }), WARMCONN_MODE: 'per-request' })
+    const mark = await pg.mark()
+    for (let i = 0; i < 5; i++) expect((await call(fresh, 'GET', '/db')).status).toBe(200)
+    const statements = await pg.statements({ applicationName: name, since: mark })
+    expect(statements.filter((s) => s.includes('pg_backend_pid'))).toHaveLength(10) // connect query + the app's, per request
+    expect(statements.filter((s) => s.includes('typarray'))).toHaveLength(1)
+  })
+
   it('every query of one request shares its connection', async () => {
     const mark = await pg.mark()
     const res = await call(w, 'POST', '/visits', JSON.stringify({ key: 'per-request' }))

@@ -14,9 +14,9 @@ export interface HyperdriveBinding {
 }
 
 /**
- * Settings for a per-request holder through Hyperdrive: up to 5 connections per request, and no
- * type fetching (a round trip on every new connection, which here means every request). Both can
- * be overridden with `options`.
+ * Settings for a per-request holder through Hyperdrive: up to 5 connections per request
+ * (override with `options`). Array types are looked up once per isolate, not per request (see
+ * drivers/postgres-arrays.ts), so unlike plain postgres.js they need not be switched off here.
  * @example
  * withRequestScope(ctx, hyperdriveScope(env.HYPERDRIVE), (db) => db.run((sql) => sql`select 1`))
  */
@@ -27,6 +27,6 @@ export function hyperdriveScope(binding: HyperdriveBinding, options: WarmPostgre
   const { postgres: pgOptions, ...holderOptions } = options
   return {
     url: binding.connectionString,
-    options: { maxConnections: 5, ...holderOptions, postgres: { fetch_types: false, ...pgOptions } },
+    options: { maxConnections: 5, ...holderOptions, ...(pgOptions ? { postgres: pgOptions } : {}) },
   }
 }
