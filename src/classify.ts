@@ -68,11 +68,15 @@ export function classifyError(err: unknown, code: string | undefined, extra?: (c
   return classifyCode(code, extra)
 }
 
+const TX_WORDS = /begin|start|commit|end|abort|rollback|prepare/i
+
 /**
  * Tracks, from the statements sent, whether a transaction is open, so hygiene costs no round
  * trip when none is. Leading comments are skipped; `ROLLBACK TO SAVEPOINT` keeps it open.
  */
 export function nextTxState(open: boolean, text: string): boolean {
+  // Most statements name none of these words: one scan, instead of splitting and parsing each.
+  if (!TX_WORDS.test(text)) return open
   for (const raw of text.split(';')) {
     const stmt = raw.replace(/^(\s+|--[^\n]*\n?|\/\*[\s\S]*?\*\/)*/, '').toLowerCase()
     if (/^(begin|start\s+transaction)\b/.test(stmt)) open = true

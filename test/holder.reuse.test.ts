@@ -99,6 +99,23 @@ describe('reuse across calls', () => {
     expect(warmPostgres(pg.url, { applicationName: a1.options.applicationName })).not.toBe(a1)
   })
 
+  it("a caller's postgres.js debug hook still sees every statement the server received, in order", async () => {
+    const name = appName('debug')
+    const seen: string[] = []
+    const holder = makeHolder(pg.url, { applicationName: name }, { debug: (_id, query) => void seen.push(query) })
+    const pid = await pidOf(holder)
+    const mark = await pg.mark()
+    await holder.run(async (sql) => {
+      await sql`begin`
+      await sql`select ${1}::int as one`
+      throw new Error('handler failed') // left open: warmconn rolls it back, and the hook sees that too
+    }).catch(() => {})
+    const server = await pg.statements({ pid, since: mark })
+    expect(server).toEqual(['begin', 'select $1::int as one', 'rollback'])
+    expect(seen.slice(-3)).toEqual(server)
+    await holder.close()
+  })
+
   it('sets application_name (default "warmconn") so the connection is visible in pg_stat_activity', async () => {
     const holder = makeHolder(pg.url)
     const pid = await pidOf(holder)
