@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { inspect } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { AuthError, ConfigRejectedError, ConnectError, ConnectionLostError, Holder, closeAll, type HolderEventName } from '../src/index.js'
+import { AuthError, CallTimeoutError, ConfigRejectedError, ConnectError, ConnectionLostError, Holder, closeAll, type HolderEventName } from '../src/index.js'
 import { postgresDriver, warmPostgres, type Sql } from '../src/drivers/postgres.js'
 import { enableTls, makeCa, type TestCa } from './fixtures/security-tls.js'
 import { httpEvent } from './harness/lambda/apigw.js'
@@ -20,10 +20,12 @@ import { startProxy, type FaultProxy } from './harness/proxy.js'
 import { startWorker } from './harness/worker.js'
 import { eventually } from './helpers/core.js'
 
-const EVENTS: HolderEventName[] = [
-  'connectSuccess', 'connectRetry', 'connectFail', 'reuse', 'revalidateSuccess', 'revalidateFail',
-  'closeIdle', 'closeLifetime', 'closeBroken', 'sessionReset', 'replay', 'close',
-]
+// Every event, as a record so that the typecheck fails when a new event is not listed here.
+const EVENT_NAMES: Record<HolderEventName, true> = {
+  connectSuccess: true, connectRetry: true, connectFail: true, reuse: true, revalidateSuccess: true, revalidateFail: true,
+  closeIdle: true, closeLifetime: true, closeBroken: true, sessionReset: true, replay: true, callTimeout: true, close: true,
+}
+const EVENTS = Object.keys(EVENT_NAMES) as HolderEventName[]
 // A wrong password with every character a URL must escape, so each encoded form is scanned too.
 const WRONG = 'wr0ng/p@ss:w#rd%20?&'
 
@@ -100,6 +102,12 @@ describe('credentials never appear in output', () => {
       await select(silent)
       proxy.blackhole()
       await expectError(ConnectError, () => select(silent))
+      // A call cut off by its deadline on a silent network (no ping: used a moment ago).
+      proxy.heal()
+      const stuck = holder(pg.urlFor({ port: proxy.port }), { callTimeoutMs: 300 })
+      await select(stuck)
+      proxy.blackhole()
+      await expectError(CallTimeoutError, () => select(stuck))
     } finally {
       await proxy.close()
     }
