@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startPostgres, type TestPg } from './harness/pg.js'
 import { startProxy } from './harness/proxy.js'
 import { appName, eventually, makeHolder, pidOf, recordEvents, sleep } from './helpers/core.js'
-import { AuthError, ConnectError, ConfigRejectedError } from '../src/index.js'
+import { AuthError, CallTimeoutError, ConnectError, ConfigRejectedError } from '../src/index.js'
 
 let pg: TestPg
 beforeAll(async () => {
@@ -98,6 +98,30 @@ describe('recovery without failing the call', () => {
     } finally {
       await proxy.close()
     }
+  })
+})
+
+describe('call deadline', () => {
+  it('a transaction cut off at callTimeoutMs commits nothing: the server rolls it back when its statement ends', async () => {
+    const name = appName('deadline-tx')
+    const holder = makeHolder(pg.url, { applicationName: name, callTimeoutMs: 300 })
+    await pg.admin`create table if not exists deadline_rows (note text)`
+    const pid = await pidOf(holder)
+    const err = await holder.run(async (sql) => {
+      await sql`begin`
+      await sql`insert into deadline_rows values ('cut off')`
+      await sql`select pg_sleep(1.5)`
+      await sql`commit`
+    }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(CallTimeoutError)
+    // The server is not told: the backend finishes its sleep, finds its client gone, and exits
+    // without committing (which is why the README asks for statement_timeout as well).
+    expect((await pg.backends(name)).map((b) => b.pid)).toEqual([pid])
+    expect(await eventually(async () => (await pg.backends(name)).length === 0, 5_000)).toBe(true)
+    expect((await pg.admin`select count(*)::int as n from deadline_rows`)[0]!.n).toBe(0)
+    // The next call gets a new backend.
+    expect(await pidOf(holder)).not.toBe(pid)
+    await holder.close()
   })
 })
 
