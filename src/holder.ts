@@ -163,6 +163,7 @@ export class Holder<C> {
    * @example const rows = await holder.run((sql) => sql`select * from users where id = ${id}`)
    */
   async run<T>(fn: (client: C) => Promise<T> | T, options: RunOptions = {}): Promise<T> {
+    const idempotent = options?.idempotent === true
     const timeoutMs = options?.timeoutMs ?? this.options.callTimeoutMs
     if (options?.timeoutMs !== undefined) checkTimeout('timeoutMs', timeoutMs)
     this.#counts.runs++
@@ -186,7 +187,7 @@ export class Holder<C> {
           this.#drop(slot, 'WARMCONN_CALL_TIMEOUT')
           this.#counts.callTimeouts++
           this.#events.emit('callTimeout', { connectionId: slot.id, timeoutMs })
-          if (attempt === 1 && options.idempotent && !this.#closed) {
+          if (attempt === 1 && idempotent && !this.#closed) {
             this.#counts.replays++
             this.#events.emit('replay', { code: 'WARMCONN_CALL_TIMEOUT', idempotent: true })
             continue
@@ -203,9 +204,9 @@ export class Holder<C> {
           throw err
         }
         this.#drop(slot, seen.code)
-        if (attempt === 1 && (options.idempotent || seen.notSent) && !this.#closed) {
+        if (attempt === 1 && (idempotent || seen.notSent) && !this.#closed) {
           this.#counts.replays++
-          this.#events.emit('replay', { code: seen.code, idempotent: options.idempotent === true })
+          this.#events.emit('replay', { code: seen.code, idempotent })
           continue
         }
         this.#counts.failures++
