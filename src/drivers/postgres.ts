@@ -123,12 +123,12 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
   ;(sql.options as unknown as { debug: unknown }).debug = sent
   let backendPid: number | undefined
   try {
-    // A first query forces the handshake now, so connect errors surface here where the holder
-    // retries them, and reports the backend pid. Not sql.reserve(): a failed reserve stays
-    // queued inside postgres.js, which reconnects for it later and leaks a connection.
     const tables = sql.options as unknown as TypeTables
     const known = arrays.server === undefined ? undefined : knownArrayTypes(arrays.server)
     if (known) installArrayTypes(tables, known)
+    // A first query forces the handshake now, so connect errors surface here where the holder
+    // retries them, and reports the backend pid. Not sql.reserve(): a failed reserve stays
+    // queued inside postgres.js, which reconnects for it later and leaks a connection.
     const [row] = await sql`select pg_backend_pid() as pid`
     backendPid = Number(row?.pid)
     if (arrays.server !== undefined && !known) {
