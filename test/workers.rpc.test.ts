@@ -70,6 +70,15 @@ describe.each([
     expect(w.output()).not.toContain(WRONG_PASSWORD)
   })
 
+  it('a query past its timeoutMs arrives as CallTimeoutError, and the object answers the next one on a new connection', async () => {
+    const { error } = await post('/query', { text: 'select pg_sleep(2)', options: { timeoutMs: 200 } })
+    expect(error).toMatchObject({ name: 'CallTimeoutError', code: 'WARMCONN_CALL_TIMEOUT', timeoutMs: 200, isWarmconnError: true })
+    const next = await post('/query', { text: 'select 1 as one' })
+    expect(next.rows).toEqual([{ one: 1 }])
+    const bad = await post('/query', { text: 'select 1', options: { timeoutMs: -5 } })
+    expect(bad.error).toMatchObject({ name: 'InvalidOptionError', code: 'WARMCONN_INVALID_OPTION', option: 'timeoutMs' })
+  })
+
   it('a batch runs in one transaction: all of it commits, or none of it when a statement fails', async () => {
     const ok = await post('/batch', {
       statements: [
