@@ -21,7 +21,7 @@ import {
 } from './errors.js'
 import { Emitter, type HolderEventName, type Listener } from './events.js'
 import { checkTimeout, resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
-import { settle, sleep, timer, withTimeout, type Timer } from './timer.js'
+import { deadlineTimer, settle, sleep, withTimeout, type DeadlineTimer } from './timer.js'
 
 /**
  * A connection's state. Only IDLE connections may be handed out or closed by the idle sweep,
@@ -122,10 +122,9 @@ export class Holder<C> {
   readonly #slots = new Set<Slot<C>>()
   readonly #waiters: Waiter<C>[] = []
   readonly #events = new Emitter()
-  readonly #idleTimer: Timer
+  readonly #idleTimer: DeadlineTimer
   /** One timer for every call's deadline, armed for the earliest (see #within). */
-  readonly #callTimer: Timer
-  #callTimerAt: number | undefined
+  readonly #callTimer: DeadlineTimer
   /** Slots a call holds now (a slot dropped by close() keeps its deadline). */
   readonly #calling = new Set<Slot<C>>()
   readonly #closing = new Set<Promise<void>>()
@@ -139,8 +138,6 @@ export class Holder<C> {
   /** Connections lost to failure and not yet replaced: the next opens count as reconnects. */
   #replacementsDue = 0
   #closed = false
-  /** When the idle timer is due (epoch ms), if armed. */
-  #idleTimerAt: number | undefined
   #closeResult: Promise<void> | undefined
   /** Resolvers waiting for a slot to leave (used by close()). */
   #onSlotGone: Array<() => void> = []
@@ -149,11 +146,8 @@ export class Holder<C> {
     this.options = Object.freeze(resolveOptions(options))
     this.#driver = driver
     this.#hooks = hooks
-    this.#idleTimer = timer(() => {
-      this.#idleTimerAt = undefined
-      void this.sweep()
-    })
-    this.#callTimer = timer(() => this.#cutOffLateCalls())
+    this.#idleTimer = deadlineTimer(() => void this.sweep())
+    this.#callTimer = deadlineTimer(() => this.#cutOffLateCalls())
   }
 
   /**
@@ -179,6 +173,7 @@ export class Holder<C> {
       try {
         result = await this.#within(slot, fn, timeoutMs)
       } catch (err) {
+        this.#endCall(slot)
         if (err instanceof CallTimeout) {
           // Whatever fn is waiting for may never come (a silent network; a driver that never
           // reports a reset): destroying the connection frees its place now and fails fn's later
@@ -198,7 +193,7 @@ export class Holder<C> {
         const seen = this.#driver.classify(err)
         if (seen.kind === 'query' && !slot.broken) {
           // An SQL error or the caller's own exception: the connection is fine, the session may not be.
-          await this.#cleanSession(slot)
+          if (this.#leftOpen(slot)) await this.#cleanSession(slot)
           this.#release(slot)
           this.#counts.failures++
           throw err
@@ -212,7 +207,8 @@ export class Holder<C> {
         this.#counts.failures++
         throw this.#lostError(err, seen.code, seen.notSent)
       }
-      await this.#cleanSession(slot)
+      this.#endCall(slot)
+      if (this.#leftOpen(slot)) await this.#cleanSession(slot)
       this.#release(slot)
       return result
     }
@@ -273,7 +269,6 @@ export class Holder<C> {
   async #shutdown(timeoutMs: number): Promise<void> {
     this.#closed = true
     this.#idleTimer.cancel()
-    this.#idleTimerAt = undefined
     for (const waiter of this.#waiters.splice(0)) waiter.fail(new ClosedError())
     const deadline = Date.now() + timeoutMs
     let destroyed = 0
@@ -294,24 +289,28 @@ export class Holder<C> {
   }
 
   async #acquire(): Promise<Slot<C>> {
-    const deadline = Date.now() + this.options.acquireTimeoutMs
+    // Fixed at the first wait, so a caller handed a connection at once reads no extra clock.
+    let deadline: number | undefined
     for (;;) {
       if (this.#closed) throw new ClosedError()
       const idle = this.#takeIdle()
       if (idle) {
-        if (await this.#check(idle)) return idle
+        const idleMs = this.#checkTimestamps(idle)
+        if (idleMs === undefined) continue
+        // Used a moment ago: handed out with no await and no round trip (the hot path).
+        if (idleMs < SETTLE_AFTER_IDLE_MS && idleMs < this.options.staleAfterMs) return this.#handOut(idle, idleMs)
+        if (await this.#revalidate(idle, idleMs)) return idle
         continue
       }
       if (this.#slots.size < this.options.maxConnections) return await this.#open()
+      deadline ??= Date.now() + this.options.acquireTimeoutMs
       const handed = await this.#wait(deadline)
       if (handed) {
         if (!sameRequest(handed)) {
           this.#forget(handed)
           throw new CrossRequestError()
         }
-        this.#counts.reused++
-        if (this.#events.has('reuse')) this.#events.emit('reuse', { connectionId: handed.id, idleMs: 0 })
-        return handed
+        return this.#handOut(handed, 0)
       }
     }
   }
@@ -326,26 +325,39 @@ export class Holder<C> {
     return best
   }
 
-  /** Decides, from timestamps first and a bounded ping only if stale, whether `slot` may be used. */
-  async #check(slot: Slot<C>): Promise<boolean> {
+  /**
+   * The checks that need no I/O, made first: the idle time if `slot` may still be used, or
+   * undefined once it was dropped or retired.
+   */
+  #checkTimestamps(slot: Slot<C>): number | undefined {
     const now = Date.now()
     const idleMs = now - slot.lastUsedAt
-    if (slot.broken) return this.#drop(slot, undefined), false
+    if (slot.broken) return this.#drop(slot, undefined), undefined
     if (!sameRequest(slot)) {
       this.#forget(slot)
       throw new CrossRequestError()
     }
-    if (idleMs >= this.options.idleTimeoutMs) return void this.#retireIdle(slot, idleMs), false
-    if (now >= slot.expiresAt) return void this.#retireLifetime(slot, now), false
+    if (idleMs >= this.options.idleTimeoutMs) return void this.#retireIdle(slot, idleMs), undefined
+    if (now >= slot.expiresAt) return void this.#retireLifetime(slot, now), undefined
+    return idleMs
+  }
+
+  #handOut(slot: Slot<C>, idleMs: number): Slot<C> {
+    this.#counts.reused++
+    if (this.#events.has('reuse')) this.#events.emit('reuse', { connectionId: slot.id, idleMs })
+    slot.state = 'ALLOCATED'
+    return slot
+  }
+
+  /** After a gap: lets a queued close land, then pings if idle past staleAfterMs (bounded). */
+  async #revalidate(slot: Slot<C>, idleMs: number): Promise<boolean> {
     // After a real gap (a freeze, a quiet spell) the server's goodbye may be queued unread; let it
     // land first. Back-to-back calls skip this event-loop turn: the hot path stays one round trip.
     if (idleMs >= SETTLE_AFTER_IDLE_MS) await settle()
     if (slot.broken) return this.#drop(slot, undefined), false
     if (this.#closed) return this.#release(slot), false
     if (idleMs < this.options.staleAfterMs) {
-      this.#counts.reused++
-      if (this.#events.has('reuse')) this.#events.emit('reuse', { connectionId: slot.id, idleMs })
-      slot.state = 'ALLOCATED'
+      this.#handOut(slot, idleMs)
       return true
     }
     const started = Date.now()
@@ -467,13 +479,19 @@ export class Holder<C> {
     if (slot.state === 'IDLE') this.#drop(slot, undefined)
   }
 
-  /** Rolls back what the caller left open. A connection that cannot be cleaned is dropped. */
+  /** Whether the caller left a transaction open on a connection still worth keeping. */
+  #leftOpen(slot: Slot<C>): boolean {
+    return !slot.broken && slot.conn!.inTransaction()
+  }
+
+  /**
+   * Rolls back what the caller left open (only called when #leftOpen, so a clean call awaits
+   * nothing). A connection that cannot be cleaned is dropped.
+   */
   async #cleanSession(slot: Slot<C>): Promise<void> {
-    const conn = slot.conn!
-    if (slot.broken || !conn.inTransaction()) return
     let ok = true
     try {
-      await withTimeout(conn.rollback(), this.options.pingTimeoutMs, () => new PingTimeout())
+      await withTimeout(slot.conn!.rollback(), this.options.pingTimeoutMs, () => new PingTimeout())
     } catch {
       ok = false
       slot.broken = true
@@ -568,16 +586,10 @@ export class Holder<C> {
 
   #armIdleTimer(): void {
     const next = this.#closed ? undefined : this.nextDeadline()
-    if (next === undefined) {
-      this.#idleTimer.cancel()
-      this.#idleTimerAt = undefined
-      return
-    }
-    // Deadlines only move later as connections are used, so a timer already due no later than
-    // `next` stays: it fires, sweeps by timestamps and re-arms. A warm call resets no timer.
-    if (this.#idleTimerAt !== undefined && this.#idleTimerAt <= next) return
-    this.#idleTimerAt = next
-    this.#idleTimer.start(Math.max(0, next - Date.now()))
+    // Deadlines only move later as connections are used, so a timer already due sooner stays:
+    // it fires, sweeps by timestamps and re-arms. A warm call resets no timer.
+    if (next === undefined) this.#idleTimer.cancel()
+    else this.#idleTimer.armBy(next)
   }
 
   /**
@@ -589,39 +601,33 @@ export class Holder<C> {
    */
   #within<T>(slot: Slot<C>, fn: (client: C) => Promise<T> | T, timeoutMs: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const deadline = Date.now() + timeoutMs
-      const done = (): void => {
-        slot.cutOff = undefined
-        this.#calling.delete(slot)
-      }
-      slot.callDeadlineAt = deadline
-      slot.cutOff = (err) => (done(), reject(err))
+      slot.callDeadlineAt = Date.now() + timeoutMs
+      slot.cutOff = reject
       this.#calling.add(slot)
-      if (this.#callTimerAt === undefined || this.#callTimerAt > deadline) {
-        this.#callTimerAt = deadline
-        this.#callTimer.start(timeoutMs)
-      }
+      this.#callTimer.armBy(slot.callDeadlineAt)
       try {
-        Promise.resolve(fn(slot.conn!.client)).then((value) => (done(), resolve(value)), (err: unknown) => (done(), reject(err)))
+        Promise.resolve(fn(slot.conn!.client)).then(resolve, reject)
       } catch (err) {
-        done()
         reject(err)
       }
     })
   }
 
+  /** The call on `slot` has settled (run() calls this): its deadline no longer applies. */
+  #endCall(slot: Slot<C>): void {
+    slot.cutOff = undefined
+    this.#calling.delete(slot)
+  }
+
   #cutOffLateCalls(): void {
-    this.#callTimerAt = undefined
     const now = Date.now()
     let next: number | undefined
-    for (const slot of [...this.#calling]) {
+    for (const slot of this.#calling) {
       if (!slot.cutOff) continue
-      if (slot.callDeadlineAt <= now) slot.cutOff(new CallTimeout())
-      else next = Math.min(next ?? Infinity, slot.callDeadlineAt)
+      if (slot.callDeadlineAt > now) next = Math.min(next ?? Infinity, slot.callDeadlineAt)
+      else slot.cutOff(new CallTimeout())
     }
-    if (next === undefined) return
-    this.#callTimerAt = next
-    this.#callTimer.start(next - now)
+    if (next !== undefined) this.#callTimer.armBy(next)
   }
 
   #lostError(err: unknown, code: string | undefined, notSent: boolean): WarmconnError {

@@ -1,32 +1,42 @@
 /**
- * A restartable one-shot background timer (the idle close) that never keeps a Node process alive
- * (unref'd) and works in workerd, where `setTimeout` returns a number. Staleness decisions never
- * rely on it alone: a frozen process fires no timers, so the holder re-checks timestamps on
- * every use.
+ * Background timers that never keep a Node process alive (unref'd) and work in workerd, where
+ * `setTimeout` returns a number. Decisions never rely on them alone: a frozen process fires no
+ * timers, so the holder re-checks timestamps on every use.
  *
  * The other helpers here serve a call in progress and are deliberately NOT unref'd: a caller is
  * waiting on them, and an unref'd backoff would let Node (and the Lambda runtime) exit mid-call.
  */
-export interface Timer {
-  start(ms: number): void
+
+/**
+ * A timer for the earliest of a stream of deadlines (epoch ms). Asking for a deadline no earlier
+ * than the one it is armed for does nothing, so a warm call that pushes a deadline later costs a
+ * comparison, not a timer reset. When it fires, its owner re-checks by timestamps and asks again.
+ */
+export interface DeadlineTimer {
+  /** Fires at `at` at the latest. */
+  armBy(at: number): void
   cancel(): void
 }
 
-export function timer(fn: () => void): Timer {
+export function deadlineTimer(fn: () => void): DeadlineTimer {
   let handle: ReturnType<typeof setTimeout> | undefined
+  let dueAt: number | undefined
+  const cancel = (): void => {
+    if (handle !== undefined) clearTimeout(handle)
+    handle = dueAt = undefined
+  }
   return {
-    start(ms) {
-      if (handle !== undefined) clearTimeout(handle)
+    armBy(at) {
+      if (dueAt !== undefined && dueAt <= at) return
+      cancel()
+      dueAt = at
       handle = setTimeout(() => {
-        handle = undefined
+        handle = dueAt = undefined
         fn()
-      }, ms)
+      }, Math.max(0, at - Date.now()))
       unref(handle)
     },
-    cancel() {
-      if (handle !== undefined) clearTimeout(handle)
-      handle = undefined
-    },
+    cancel,
   }
 }
 
