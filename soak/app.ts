@@ -7,6 +7,7 @@
 import { httpEvent } from '../test/harness/lambda/apigw.js'
 import { startLambda } from '../test/harness/lambda/emulator.js'
 import { startWorker } from '../test/harness/worker.js'
+import { withTimeout } from '../src/timer.js'
 
 export interface AppRequest {
   method: string
@@ -85,12 +86,6 @@ export async function startWorkerApp(o: WorkerAppOptions): Promise<SoakApp> {
       const started = performance.now()
       const common = { instance: `${o.name}:durable-object`, coldStart: served++ === 0 }
       const abort = new AbortController()
-      // Our own timer decides, not the abort alone: a dispatch into a stuck Durable Object was
-      // seen to ignore its signal, and a client must never wait forever.
-      let timer: NodeJS.Timeout | undefined
-      const deadline = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => (abort.abort(), reject(new Error(`no answer within ${o.timeoutMs} ms`))), o.timeoutMs)
-      })
       const exchange = (async () => {
         const res = await worker.mf.dispatchFetch(`http://worker.test${path}`, {
           method,
@@ -100,13 +95,13 @@ export async function startWorkerApp(o: WorkerAppOptions): Promise<SoakApp> {
         return { status: res.status, text: await res.text() }
       })()
       try {
-        const { status, text } = await Promise.race([exchange, deadline])
+        // Our own timer decides, not the abort alone: a dispatch into a stuck Durable Object was
+        // seen to ignore its signal, and a client must never wait forever.
+        const { status, text } = await withTimeout(exchange, o.timeoutMs, () => (abort.abort(), new Error(`no answer within ${o.timeoutMs} ms`)))
         return { ...common, status, error: undefined, text, durationMs: performance.now() - started }
       } catch (err) {
         const error = abort.signal.aborted ? 'ClientTimeout' : 'FetchFailed'
         return { ...common, status: undefined, error, text: `${error}: ${String(err)}`, durationMs: performance.now() - started }
-      } finally {
-        clearTimeout(timer)
       }
     },
     logs: () => worker.output().split('\n'),

@@ -4,6 +4,7 @@
  * PostgreSQL limited to 40 connections in bursts with idle gaps, through PgBouncer or directly.
  */
 import { defaultOptions } from '../../src/index.js'
+import { withTimeout } from '../../src/timer.js'
 import type { TestPg } from '../harness/pg.js'
 import type { TestPgBouncer } from '../harness/pgbouncer.js'
 import { startFleet, type InstanceConfig, type Outcome } from './fleet.js'
@@ -174,11 +175,7 @@ async function runScenario(pg: TestPg, s: Scenario): Promise<Figures> {
 /** Rejects if a burst outlives its worst case by far: connect budget, work, and 30 s of slack for a busy machine. */
 function hangDetector<T>(burst: Promise<T>, config: InstanceConfig, size: number): Promise<T> {
   const boundMs = (config.options.connectBudgetMs ?? defaultOptions.connectBudgetMs) + config.workMs + 30_000
-  let timer: NodeJS.Timeout | undefined
-  const hang = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`a burst of ${size} invocations did not settle within ${boundMs} ms: a hang`)), boundMs)
-  })
-  return Promise.race([burst, hang]).finally(() => clearTimeout(timer))
+  return withTimeout(burst, boundMs, () => new Error(`a burst of ${size} invocations did not settle within ${boundMs} ms: a hang`))
 }
 
 /** Connections the role may open: what max_connections leaves after the superuser reserve. */
