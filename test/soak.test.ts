@@ -17,8 +17,8 @@ import { runSoak } from '../soak/run.js'
 import { httpEvent } from './harness/lambda/apigw.js'
 import { build, startLambda } from './harness/lambda/emulator.js'
 import { startPostgres, type TestPg } from './harness/pg.js'
-import { startProxy } from './harness/proxy.js'
-import { startWorker } from './harness/worker.js'
+import { startProxy, type FaultProxy } from './harness/proxy.js'
+import { startWorker, type TestWorker } from './harness/worker.js'
 import { sleep } from './helpers/core.js'
 
 describe('a short soak', () => {
@@ -50,6 +50,19 @@ describe('faults the soak found, pinned down', () => {
     if (dir) rmSync(dir, { recursive: true, force: true })
   })
 
+  /** The example Worker (Durable Object mode) connecting through a fault proxy; both go away after `run`. */
+  async function withObjectBehindProxy(run: (worker: TestWorker, proxy: FaultProxy) => Promise<void>): Promise<void> {
+    const proxy = await startProxy({ host: pg.host, port: pg.port })
+    const worker = await startWorker({ entry: 'functions/worker.ts', bindings: { DATABASE_URL: pg.urlFor({ port: proxy.port }) } })
+    try {
+      await run(worker, proxy)
+    } finally {
+      await worker.dispose()
+      await proxy.close()
+    }
+  }
+
+
   // postgres.js 3.4.9 runs its own array-type lookup (fetch_types) from a socket event handler and
   // drops the promise, so a reset during exactly that query was an unhandled rejection that killed
   // the Lambda process (Runtime.UnhandledPromiseRejection). The driver now runs the lookup itself
@@ -75,18 +88,16 @@ describe('faults the soak found, pinned down', () => {
   // later request timed out (503) even after the network was back; callTimeoutMs (5 s in the
   // object) destroys it and the next caller gets a new connection.
   it('a Durable Object whose query went into a silent network answers again once the network is back', async () => {
-    const proxy = await startProxy({ host: pg.host, port: pg.port })
-    const worker = await startWorker({ entry: 'functions/worker.ts', bindings: { DATABASE_URL: pg.urlFor({ port: proxy.port }) } })
-    const get = async (timeoutMs: number): Promise<number | 'timeout'> => {
-      try {
-        const res = await worker.mf.dispatchFetch('http://worker.test/db', { signal: AbortSignal.timeout(timeoutMs) })
-        await res.text()
-        return res.status
-      } catch {
-        return 'timeout'
+    await withObjectBehindProxy(async (worker, proxy) => {
+      const get = async (timeoutMs: number): Promise<number | 'timeout'> => {
+        try {
+          const res = await worker.mf.dispatchFetch('http://worker.test/db', { signal: AbortSignal.timeout(timeoutMs) })
+          await res.text()
+          return res.status
+        } catch {
+          return 'timeout'
+        }
       }
-    }
-    try {
       expect(await get(10_000)).toBe(200)
       // Used a moment ago, so handed out without a ping: the query goes into the silence.
       proxy.blackhole()
@@ -99,10 +110,7 @@ describe('faults the soak found, pinned down', () => {
       while (status !== 200 && Date.now() < deadline) status = await get(12_000)
       // A hang detector with wide slack: callTimeoutMs 5 s + connectBudgetMs 6 s with the object's defaults.
       expect(status).toBe(200)
-    } finally {
-      await worker.dispose()
-      await proxy.close()
-    }
+    })
   }, 60_000)
 
   // In workerd, postgres.js's Workers build sometimes never settles a query whose connection was
@@ -110,22 +118,20 @@ describe('faults the soak found, pinned down', () => {
   // Object, within a few dozen resets). Without a per-call deadline the object's one connection
   // stayed busy until eviction; callTimeoutMs now cuts such a call off.
   it('a Durable Object whose connection is reset again and again under load keeps answering', async () => {
-    const proxy = await startProxy({ host: pg.host, port: pg.port })
-    const worker = await startWorker({ entry: 'functions/worker.ts', bindings: { DATABASE_URL: pg.urlFor({ port: proxy.port }) } })
-    const answers: Array<number | 'timeout'> = []
-    let resetting = true
-    const client = async (): Promise<void> => {
-      while (resetting) {
-        try {
-          const res = await worker.mf.dispatchFetch('http://worker.test/db', { signal: AbortSignal.timeout(8_000) })
-          await res.text()
-          answers.push(res.status)
-        } catch {
-          answers.push('timeout') // a hang detector: a reset answers in milliseconds
+    await withObjectBehindProxy(async (worker, proxy) => {
+      const answers: Array<number | 'timeout'> = []
+      let resetting = true
+      const client = async (): Promise<void> => {
+        while (resetting) {
+          try {
+            const res = await worker.mf.dispatchFetch('http://worker.test/db', { signal: AbortSignal.timeout(8_000) })
+            await res.text()
+            answers.push(res.status)
+          } catch {
+            answers.push('timeout') // a hang detector: a reset answers in milliseconds
+          }
         }
       }
-    }
-    try {
       const clients = [client(), client()]
       for (let i = 0; i < 40; i++) {
         await sleep(50 + Math.random() * 100)
@@ -140,19 +146,14 @@ describe('faults the soak found, pinned down', () => {
       const res = await worker.mf.dispatchFetch('http://worker.test/db', { signal: AbortSignal.timeout(8_000) })
       expect(res.status).toBe(200)
       await res.text()
-    } finally {
-      await worker.dispose()
-      await proxy.close()
-    }
+    })
   }, 60_000)
 
   // Behind the soak's proxy a stopped server looks like a reset during connect, which workerd
   // reports as "Network connection lost." with no code. Read as a query error, it was not
   // retried, and the Worker answered 503 for every server restart while Lambda rode them out.
   it('a Durable Object rides out a server restart shorter than connectBudgetMs (a reset at connect is retried in workerd)', async () => {
-    const proxy = await startProxy({ host: pg.host, port: pg.port })
-    const worker = await startWorker({ entry: 'functions/worker.ts', bindings: { DATABASE_URL: pg.urlFor({ port: proxy.port }) } })
-    try {
+    await withObjectBehindProxy(async (worker) => {
       const first = await worker.mf.dispatchFetch('http://worker.test/db')
       expect(first.status).toBe(200)
       const before = ((await first.json()) as { pid: number }).pid
@@ -166,10 +167,7 @@ describe('faults the soak found, pinned down', () => {
       expect(body.stats.connectRetries).toBeGreaterThan(0)
       // The pid it reported is a live backend of the restarted server.
       expect((await pg.admin`select count(*)::int as n from pg_stat_activity where pid = ${body.pid}`)[0]!.n).toBe(1)
-    } finally {
-      await worker.dispose()
-      await proxy.close()
-    }
+    })
   }, 60_000)
 
   it('max_connections full for 3 s: a call that needs a new connection gets one within connectBudgetMs (6 s)', async () => {
