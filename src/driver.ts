@@ -40,6 +40,15 @@ export interface DriverConnection<C> {
   readonly backendPid?: number | undefined
   /** One cheap round trip. The holder bounds it with `pingTimeoutMs`. */
   ping(): Promise<void>
+  /**
+   * Optional: a liveness check pipelined ahead of whatever the caller sends next on this
+   * connection, so both go out in one flight. Resolves when the server's answer to the check
+   * arrives, which the server sends (and flushes) before it reads the caller's statements. The
+   * holder uses it for a stale idempotent call instead of `ping()`, saving the round trip; it
+   * bounds it with `pingTimeoutMs`, and if it fails or stays silent destroys the connection
+   * (which fails the caller's statements) and replays the call on a new one.
+   */
+  probe?(): Promise<void>
   /** Best knowledge, without a round trip, of whether a transaction was left open. */
   inTransaction(): boolean
   /** Ends any open or aborted transaction with ROLLBACK. Never commits. */

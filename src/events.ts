@@ -27,6 +27,11 @@ export interface HolderEvents {
   sessionReset: { connectionId: number; ok: boolean }
   /** A call is being run again on a new connection (idempotent, or provably never sent). */
   replay: { code: string | undefined; idempotent: boolean }
+  /**
+   * A call or lease gave its connection back: `kept` when it went back to idle (or to a waiting
+   * caller), not when it was retired or destroyed.
+   */
+  release: { connectionId: number; kept: boolean }
   /** A call held its connection past its deadline; the connection was destroyed, the call failed. */
   callTimeout: { connectionId: number; timeoutMs: number }
   /** The holder was closed. */

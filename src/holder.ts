@@ -51,9 +51,12 @@ interface Slot<C> {
   broken: boolean
   /** Bound to the request that opened the connection, on runtimes that bind I/O to requests. */
   context: RequestContextProbe | undefined
-  /** While a call holds the connection: when it is cut off (epoch ms), and how. */
+  /** While a call or lease holds the connection: when it is cut off (epoch ms), its bound, and who to tell. */
   callDeadlineAt: number
-  cutOff: ((err: Error) => void) | undefined
+  callTimeoutMs: number
+  cutOff: (() => void) | undefined
+  /** A pipelined liveness check in flight under a stale idempotent call: true if it was answered. */
+  probe: Promise<boolean> | undefined
 }
 
 interface Waiter<C> {
@@ -70,6 +73,31 @@ export interface RunOptions {
   idempotent?: boolean
   /** This call's own bound on holding the connection, instead of `callTimeoutMs`. */
   timeoutMs?: number
+}
+
+export interface LeaseOptions {
+  /** How long the lease may hold the connection, instead of `callTimeoutMs`; past it the connection is destroyed. */
+  timeoutMs?: number
+}
+
+/**
+ * A connection checked out of the holder until `release()`, for callers that cannot hand over a
+ * function (a pg.Pool-style `connect()`): the same lifecycle as `run`, with the end of the call
+ * in the caller's hands. Not replayed: the holder cannot know what the caller sent.
+ */
+export interface Lease<C> {
+  readonly client: C
+  /** The holder's id for this connection, as in its events. */
+  readonly connectionId: number
+  /** The server process behind it, when the driver learnt it while connecting. */
+  readonly backendPid: number | undefined
+  /**
+   * Gives the connection back: a transaction left open or aborted is rolled back first (never
+   * committed), a connection that broke is dropped. Calling it again does nothing.
+   */
+  release(): Promise<void>
+  /** Destroys the connection instead of giving it back (pg's `release(err)`). Calling it again does nothing. */
+  destroy(): void
 }
 
 export interface HolderStats {
@@ -123,7 +151,7 @@ export class Holder<C> {
   readonly #waiters: Waiter<C>[] = []
   readonly #events = new Emitter()
   readonly #idleTimer: DeadlineTimer
-  /** One timer for every call's deadline, armed for the earliest (see #within). */
+  /** One timer for every call's deadline, armed for the earliest (see #startCall). */
   readonly #callTimer: DeadlineTimer
   /** Slots a call holds now (a slot dropped by close() keeps its deadline). */
   readonly #calling = new Set<Slot<C>>()
@@ -158,13 +186,12 @@ export class Holder<C> {
    */
   async run<T>(fn: (client: C) => Promise<T> | T, options: RunOptions = {}): Promise<T> {
     const idempotent = options?.idempotent === true
-    const timeoutMs = options?.timeoutMs ?? this.options.callTimeoutMs
-    if (options?.timeoutMs !== undefined) checkTimeout('timeoutMs', timeoutMs)
+    const timeoutMs = this.#timeoutOf(options)
     this.#counts.runs++
     for (let attempt = 1; ; attempt++) {
       let slot: Slot<C>
       try {
-        slot = await this.#acquire()
+        slot = await this.#acquire(idempotent)
       } catch (err) {
         this.#counts.failures++
         throw err
@@ -173,15 +200,9 @@ export class Holder<C> {
       try {
         result = await this.#within(slot, fn, timeoutMs)
       } catch (err) {
-        this.#endCall(slot)
         if (err instanceof CallTimeout) {
-          // Whatever fn is waiting for may never come (a silent network; a driver that never
-          // reports a reset): destroying the connection frees its place now and fails fn's later
-          // statements. Treated as a lost connection: replayed once only if idempotent, because
-          // the work may have run, or may still be running, on the server.
-          this.#drop(slot, 'WARMCONN_CALL_TIMEOUT')
-          this.#counts.callTimeouts++
-          this.#events.emit('callTimeout', { connectionId: slot.id, timeoutMs })
+          // Already destroyed (#timeOut). Treated as a lost connection: replayed once only if
+          // idempotent, because the work may have run, or may still be running, on the server.
           if (attempt === 1 && idempotent && !this.#closed) {
             this.#counts.replays++
             this.#events.emit('replay', { code: 'WARMCONN_CALL_TIMEOUT', idempotent: true })
@@ -191,14 +212,17 @@ export class Holder<C> {
           throw new CallTimeoutError(timeoutMs, this.#driver.target)
         }
         const seen = this.#driver.classify(err)
-        if (seen.kind === 'query' && !slot.broken) {
+        // A pipelined liveness check that went unanswered destroyed the connection under fn, so
+        // fn's error, whatever it says, is that of a lost connection.
+        if (seen.kind === 'query' && (await this.#usable(slot))) {
           // An SQL error or the caller's own exception: the connection is fine, the session may not be.
-          if (this.#leftOpen(slot)) await this.#cleanSession(slot)
-          this.#release(slot)
+          await this.#giveBack(slot)
           this.#counts.failures++
           throw err
         }
+        this.#endCall(slot)
         this.#drop(slot, seen.code)
+        this.#callEnded(slot)
         if (attempt === 1 && (idempotent || seen.notSent) && !this.#closed) {
           this.#counts.replays++
           this.#events.emit('replay', { code: seen.code, idempotent })
@@ -207,10 +231,57 @@ export class Holder<C> {
         this.#counts.failures++
         throw this.#lostError(err, seen.code, seen.notSent)
       }
-      this.#endCall(slot)
-      if (this.#leftOpen(slot)) await this.#cleanSession(slot)
-      this.#release(slot)
+      // fn's result stands even if a pipelined check failed (fn then never used the connection).
+      if (await this.#usable(slot)) {
+        await this.#giveBack(slot)
+      } else {
+        this.#endCall(slot)
+        this.#callEnded(slot)
+      }
       return result
+    }
+  }
+
+  /**
+   * Checks a connection out until the lease is released, on the same lifecycle as `run` (lazy
+   * connect, timestamps, stale ping, hygiene on release, deadline). Prefer `run`: only it can
+   * replay a call whose connection died.
+   * @example
+   * const lease = await holder.lease()
+   * try { await lease.client.query('begin'); ... } finally { await lease.release() }
+   */
+  async lease(options: LeaseOptions = {}): Promise<Lease<C>> {
+    const timeoutMs = this.#timeoutOf(options)
+    this.#counts.runs++
+    let slot: Slot<C>
+    try {
+      slot = await this.#acquire(false)
+    } catch (err) {
+      this.#counts.failures++
+      throw err
+    }
+    // The lease's connection is destroyed at its deadline; its client's pending queries then fail.
+    this.#startCall(slot, timeoutMs, undefined)
+    let done = false
+    const conn = slot.conn!
+    return {
+      client: conn.client,
+      connectionId: slot.id,
+      backendPid: conn.backendPid,
+      release: async () => {
+        if (done) return
+        done = true
+        // Not in a call any more: cut off at its deadline, already destroyed.
+        if (this.#calling.has(slot)) await this.#giveBack(slot)
+      },
+      destroy: () => {
+        if (done) return
+        done = true
+        if (!this.#calling.has(slot)) return
+        this.#endCall(slot)
+        this.#drop(slot, 'WARMCONN_LEASE_DESTROYED')
+        this.#callEnded(slot)
+      },
     }
   }
 
@@ -288,7 +359,8 @@ export class Holder<C> {
     this.#hooks.onClose?.()
   }
 
-  async #acquire(): Promise<Slot<C>> {
+  /** `idempotent`: a stale connection may be checked by a pipelined probe instead of a ping first. */
+  async #acquire(idempotent: boolean): Promise<Slot<C>> {
     // Fixed at the first wait, so a caller handed a connection at once reads no extra clock.
     let deadline: number | undefined
     for (;;) {
@@ -299,7 +371,7 @@ export class Holder<C> {
         if (idleMs === undefined) continue
         // Used a moment ago: handed out with no await and no round trip (the hot path).
         if (idleMs < SETTLE_AFTER_IDLE_MS && idleMs < this.options.staleAfterMs) return this.#handOut(idle, idleMs)
-        if (await this.#revalidate(idle, idleMs)) return idle
+        if (await this.#revalidate(idle, idleMs, idempotent)) return idle
         continue
       }
       if (this.#slots.size < this.options.maxConnections) return await this.#open()
@@ -349,8 +421,12 @@ export class Holder<C> {
     return slot
   }
 
-  /** After a gap: lets a queued close land, then pings if idle past staleAfterMs (bounded). */
-  async #revalidate(slot: Slot<C>, idleMs: number): Promise<boolean> {
+  /**
+   * After a gap: lets a queued close land, then, if idle past staleAfterMs, checks the connection
+   * (bounded by pingTimeoutMs): for an idempotent call with a probe pipelined ahead of its first
+   * statement, otherwise with a ping before anything is sent.
+   */
+  async #revalidate(slot: Slot<C>, idleMs: number, idempotent: boolean): Promise<boolean> {
     // After a real gap (a freeze, a quiet spell) the server's goodbye may be queued unread; let it
     // land first. Back-to-back calls skip this event-loop turn: the hot path stays one round trip.
     if (idleMs >= SETTLE_AFTER_IDLE_MS) await settle()
@@ -358,6 +434,15 @@ export class Holder<C> {
     if (this.#closed) return this.#release(slot), false
     if (idleMs < this.options.staleAfterMs) {
       this.#handOut(slot, idleMs)
+      return true
+    }
+    // A call that may run twice can go out at once, in the probe's flight: if the probe goes
+    // unanswered the connection is destroyed and the call replayed. A write never may: it could
+    // land in a socket that is already dead, with an unknown outcome.
+    if (idempotent && slot.conn!.probe) {
+      slot.probe = this.#probe(slot, idleMs)
+      this.#counts.reused++
+      slot.state = 'ALLOCATED'
       return true
     }
     const started = Date.now()
@@ -379,11 +464,31 @@ export class Holder<C> {
     return true
   }
 
+  /** Settles true when the probe is answered in time; otherwise destroys the connection, settles false. */
+  #probe(slot: Slot<C>, idleMs: number): Promise<boolean> {
+    const started = Date.now()
+    return withTimeout(slot.conn!.probe!(), this.options.pingTimeoutMs, () => new PingTimeout()).then(
+      () => {
+        this.#counts.revalidated++
+        this.#events.emit('revalidateSuccess', { connectionId: slot.id, idleMs, durationMs: Date.now() - started })
+        return true
+      },
+      (err: unknown) => {
+        const timedOut = err instanceof PingTimeout
+        const code = timedOut ? 'PING_TIMEOUT' : this.#driver.classify(err).code
+        this.#counts.revalidateFailures++
+        this.#events.emit('revalidateFail', { connectionId: slot.id, idleMs, code, timedOut })
+        this.#drop(slot, code)
+        return false
+      },
+    )
+  }
+
   async #open(): Promise<Slot<C>> {
     const slot: Slot<C> = {
       id: ++this.#nextId, state: 'CONNECTING', conn: undefined,
       openedAt: 0, expiresAt: 0, lastUsedAt: 0, broken: false, context: requestContextProbe(),
-      callDeadlineAt: 0, cutOff: undefined,
+      callDeadlineAt: 0, callTimeoutMs: 0, cutOff: undefined, probe: undefined,
     }
     this.#slots.add(slot)
     const started = Date.now()
@@ -477,6 +582,31 @@ export class Holder<C> {
     slot.broken = true
     // An idle connection that the server closed is dropped at once, freeing its place.
     if (slot.state === 'IDLE') this.#drop(slot, undefined)
+  }
+
+  /**
+   * Whether the connection under a call that just ended is still worth keeping: not broken, not
+   * dropped under the call, and its pipelined probe (if any) answered.
+   */
+  async #usable(slot: Slot<C>): Promise<boolean> {
+    const probe = slot.probe
+    if (probe !== undefined) {
+      slot.probe = undefined
+      if (!(await probe)) return false
+    }
+    return !slot.broken && slot.state !== 'CLOSED'
+  }
+
+  /** The end of a call or lease on a good connection: roll back what was left open, then back to idle. */
+  async #giveBack(slot: Slot<C>): Promise<void> {
+    this.#endCall(slot)
+    if (this.#leftOpen(slot)) await this.#cleanSession(slot)
+    this.#release(slot)
+    this.#callEnded(slot)
+  }
+
+  #callEnded(slot: Slot<C>): void {
+    if (this.#events.has('release')) this.#events.emit('release', { connectionId: slot.id, kept: slot.state !== 'CLOSED' })
   }
 
   /** Whether the caller left a transaction open on a connection still worth keeping. */
@@ -592,19 +722,10 @@ export class Holder<C> {
     else this.#idleTimer.armBy(next)
   }
 
-  /**
-   * Runs fn, rejecting with CallTimeout if it still holds the connection after timeoutMs. The hot
-   * path arms no timer of its own: one holder timer, due at the earliest deadline, stays armed
-   * while calls keep starting before it (deadlines only move later), and when it fires it cuts
-   * off what is late by timestamps and re-arms. Unref'd: a call in flight keeps its own socket,
-   * which holds the process open.
-   */
+  /** Runs fn under the call's deadline, rejecting with CallTimeout if it still holds the connection then. */
   #within<T>(slot: Slot<C>, fn: (client: C) => Promise<T> | T, timeoutMs: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      slot.callDeadlineAt = Date.now() + timeoutMs
-      slot.cutOff = reject
-      this.#calling.add(slot)
-      this.#callTimer.armBy(slot.callDeadlineAt)
+      this.#startCall(slot, timeoutMs, () => reject(new CallTimeout()))
       try {
         Promise.resolve(fn(slot.conn!.client)).then(resolve, reject)
       } catch (err) {
@@ -613,7 +734,21 @@ export class Holder<C> {
     })
   }
 
-  /** The call on `slot` has settled (run() calls this): its deadline no longer applies. */
+  /**
+   * Starts the deadline of a call or lease. The hot path arms no timer of its own: one holder
+   * timer, due at the earliest deadline, stays armed while calls keep starting before it
+   * (deadlines only move later), and when it fires it cuts off what is late by timestamps and
+   * re-arms. Unref'd: a call in flight keeps its own socket, which holds the process open.
+   */
+  #startCall(slot: Slot<C>, timeoutMs: number, cutOff: (() => void) | undefined): void {
+    slot.callDeadlineAt = Date.now() + timeoutMs
+    slot.callTimeoutMs = timeoutMs
+    slot.cutOff = cutOff
+    this.#calling.add(slot)
+    this.#callTimer.armBy(slot.callDeadlineAt)
+  }
+
+  /** The call or lease on `slot` has ended: its deadline no longer applies. */
   #endCall(slot: Slot<C>): void {
     slot.cutOff = undefined
     this.#calling.delete(slot)
@@ -623,11 +758,33 @@ export class Holder<C> {
     const now = Date.now()
     let next: number | undefined
     for (const slot of this.#calling) {
-      if (!slot.cutOff) continue
       if (slot.callDeadlineAt > now) next = Math.min(next ?? Infinity, slot.callDeadlineAt)
-      else slot.cutOff(new CallTimeout())
+      else this.#timeOut(slot)
     }
     if (next !== undefined) this.#callTimer.armBy(next)
+  }
+
+  /**
+   * Whatever the call is waiting for may never come (a silent network; a driver that never
+   * reports a reset): destroying the connection frees its place now and fails its later
+   * statements. The owner (run's promise) is told last, once the holder's books are straight.
+   */
+  #timeOut(slot: Slot<C>): void {
+    const notify = slot.cutOff
+    this.#endCall(slot)
+    this.#drop(slot, 'WARMCONN_CALL_TIMEOUT')
+    this.#counts.callTimeouts++
+    this.#events.emit('callTimeout', { connectionId: slot.id, timeoutMs: slot.callTimeoutMs })
+    this.#callEnded(slot)
+    notify?.()
+  }
+
+  /** The call's bound on holding its connection: its own `timeoutMs` (validated) or callTimeoutMs. */
+  #timeoutOf(options: { timeoutMs?: number } | undefined): number {
+    const timeoutMs = options?.timeoutMs
+    if (timeoutMs === undefined) return this.options.callTimeoutMs
+    checkTimeout('timeoutMs', timeoutMs)
+    return timeoutMs
   }
 
   #lostError(err: unknown, code: string | undefined, notSent: boolean): WarmconnError {

@@ -3,7 +3,7 @@
  * `warmconn/neon`, runtime adapters in `warmconn/lambda` and `warmconn/workers`.
  * @module
  */
-export { Holder, type HolderStats, type RunOptions, type HolderHooks } from './holder.js'
+export { Holder, type HolderStats, type RunOptions, type LeaseOptions, type Lease, type HolderHooks } from './holder.js'
 export type { Driver, DriverConnection, OpenOptions, Classified, ErrorKind } from './driver.js'
 export type { HolderEvents, HolderEventName, Listener } from './events.js'
 export { defaultOptions, optionsFromEnv, resolveOptions, envOptionNames, type HolderOptions, type ResolvedOptions } from './options.js'
