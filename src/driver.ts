@@ -31,6 +31,14 @@ export interface OpenOptions {
   applicationName: string
   /** Called once if the connection closes or breaks on its own, e.g. the backend was terminated. */
   onBroken: () => void
+  /**
+   * The caller can run again if the connect fails (a `run`, not a lease): the driver may do no
+   * I/O in open() and let the caller's first statement carry the handshake, so a cold call costs
+   * no round trip beyond the handshake itself. It then returns a `lazy` connection.
+   */
+  lazy: boolean
+  /** A lazy connection calls this once the server has authenticated it, with the backend pid if known. */
+  onReady: (backendPid: number | undefined) => void
 }
 
 export interface DriverConnection<C> {
@@ -38,6 +46,12 @@ export interface DriverConnection<C> {
   readonly client: C
   /** The server process serving this connection, when the driver learns it while connecting. */
   readonly backendPid?: number | undefined
+  /**
+   * Opened without I/O: the caller's first statement connects it. Until `onReady`, a connect
+   * failure (auth, configuration, refused, reset) surfaces as that statement's error, and the
+   * holder treats it as a failed connect attempt, nothing having been sent.
+   */
+  readonly lazy?: boolean
   /** One cheap round trip. The holder bounds it with `pingTimeoutMs`. */
   ping(): Promise<void>
   /**

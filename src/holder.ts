@@ -57,7 +57,23 @@ interface Slot<C> {
   cutOff: (() => void) | undefined
   /** A pipelined liveness check in flight under a stale idempotent call: true if it was answered. */
   probe: Promise<boolean> | undefined
+  /**
+   * The server has authenticated this connection. False only for a lazy connection whose first
+   * statement has not yet carried the handshake: a connect failure there is not a call failure.
+   */
+  proven: boolean
+  /** The connect that made this connection (for a lazy one, still in progress). */
+  connect: ConnectTry
 }
+
+/** One caller's connect across attempts: a lazy connect's attempts fail inside the call. */
+interface ConnectTry {
+  attempts: number
+  startedAt: number
+}
+
+// Errors that, on a connection not yet authenticated, mean the connect failed: nothing was sent.
+const CONNECT_FAILURES = new Set(['auth', 'config', 'transient', 'connection'])
 
 interface Waiter<C> {
   /** Called with a connection handed over directly, or with nothing when capacity freed up. */
@@ -188,10 +204,11 @@ export class Holder<C> {
     const idempotent = options?.idempotent === true
     const timeoutMs = this.#timeoutOf(options)
     this.#counts.runs++
+    const tries: ConnectTry = { attempts: 0, startedAt: 0 }
     for (let attempt = 1; ; attempt++) {
       let slot: Slot<C>
       try {
-        slot = await this.#acquire(idempotent)
+        slot = await this.#acquire(idempotent, tries)
       } catch (err) {
         this.#counts.failures++
         throw err
@@ -212,6 +229,25 @@ export class Holder<C> {
           throw new CallTimeoutError(timeoutMs, this.#driver.target)
         }
         const seen = this.#driver.classify(err)
+        if (!slot.proven && CONNECT_FAILURES.has(seen.kind)) {
+          // fn's first statement carried the handshake (a lazy connect) and the handshake failed:
+          // a failed connect attempt, under the connect policy, with nothing sent. fn runs again
+          // once a connection is open; that is not the call's one replay.
+          this.#endCall(slot)
+          this.#remove(slot)
+          slot.conn!.destroy()
+          let delayMs: number
+          try {
+            delayMs = this.#retryDelay(err, slot.connect)
+          } catch (final) {
+            this.#connectFailed(final, slot.connect.attempts)
+            this.#counts.failures++
+            throw final
+          }
+          await sleep(delayMs)
+          attempt--
+          continue
+        }
         // A pipelined liveness check that went unanswered destroyed the connection under fn, so
         // fn's error, whatever it says, is that of a lost connection.
         if (seen.kind === 'query' && (await this.#usable(slot))) {
@@ -236,6 +272,7 @@ export class Holder<C> {
         await this.#giveBack(slot)
       } else {
         this.#endCall(slot)
+        this.#drop(slot, undefined)
         this.#callEnded(slot)
       }
       return result
@@ -255,7 +292,7 @@ export class Holder<C> {
     this.#counts.runs++
     let slot: Slot<C>
     try {
-      slot = await this.#acquire(false)
+      slot = await this.#acquire(false, undefined)
     } catch (err) {
       this.#counts.failures++
       throw err
@@ -359,14 +396,26 @@ export class Holder<C> {
     this.#hooks.onClose?.()
   }
 
-  /** `idempotent`: a stale connection may be checked by a pipelined probe instead of a ping first. */
-  async #acquire(idempotent: boolean): Promise<Slot<C>> {
+  /**
+   * `idempotent`: a stale connection may be checked by a pipelined probe instead of a ping first.
+   * `tries`: the caller can run again if a connect fails under it (run, not lease), so a new
+   * connection may be lazy; its attempts are counted there.
+   */
+  async #acquire(idempotent: boolean, tries: ConnectTry | undefined): Promise<Slot<C>> {
     // Fixed at the first wait, so a caller handed a connection at once reads no extra clock.
     let deadline: number | undefined
     for (;;) {
       if (this.#closed) throw new ClosedError()
       const idle = this.#takeIdle()
       if (idle) {
+        if (!idle.proven) {
+          // Never connected (its call sent nothing): no socket to check, nothing to go stale. A
+          // lease cannot carry a lazy handshake, so it gets a connection opened for it instead.
+          if (tries) return this.#handOut(idle, 0)
+          this.#remove(idle)
+          idle.conn!.destroy()
+          continue
+        }
         const idleMs = this.#checkTimestamps(idle)
         if (idleMs === undefined) continue
         // Used a moment ago: handed out with no await and no round trip (the hot path).
@@ -374,13 +423,18 @@ export class Holder<C> {
         if (await this.#revalidate(idle, idleMs, idempotent)) return idle
         continue
       }
-      if (this.#slots.size < this.options.maxConnections) return await this.#open()
+      if (this.#slots.size < this.options.maxConnections) return await this.#open(tries)
       deadline ??= Date.now() + this.options.acquireTimeoutMs
       const handed = await this.#wait(deadline)
       if (handed) {
         if (!sameRequest(handed)) {
           this.#forget(handed)
           throw new CrossRequestError()
+        }
+        if (!handed.proven && !tries) {
+          this.#remove(handed)
+          handed.conn!.destroy()
+          continue
         }
         return this.#handOut(handed, 0)
       }
@@ -484,17 +538,21 @@ export class Holder<C> {
     )
   }
 
-  async #open(): Promise<Slot<C>> {
+  /**
+   * Opens a connection for a caller; `tries` (a run) allows a lazy one, counted as an attempt of
+   * that caller's connect until its first statement has carried the handshake (#onReady).
+   */
+  async #open(tries: ConnectTry | undefined): Promise<Slot<C>> {
+    const connect = tries ?? { attempts: 0, startedAt: 0 }
+    if (connect.attempts === 0) connect.startedAt = Date.now()
     const slot: Slot<C> = {
       id: ++this.#nextId, state: 'CONNECTING', conn: undefined,
       openedAt: 0, expiresAt: 0, lastUsedAt: 0, broken: false, context: requestContextProbe(),
-      callDeadlineAt: 0, callTimeoutMs: 0, cutOff: undefined, probe: undefined,
+      callDeadlineAt: 0, callTimeoutMs: 0, cutOff: undefined, probe: undefined, proven: false, connect,
     }
     this.#slots.add(slot)
-    const started = Date.now()
-    let attempts = 0
     try {
-      const conn = await this.#connect(slot, () => ++attempts)
+      const conn = await this.#connect(slot, tries !== undefined)
       if (this.#closed) {
         conn.destroy()
         throw new ClosedError()
@@ -503,72 +561,98 @@ export class Holder<C> {
       const jitter = Math.random() * this.options.maxLifetimeJitterMs
       Object.assign(slot, { conn, state: 'ALLOCATED', openedAt: now, lastUsedAt: now })
       slot.expiresAt = now + this.options.maxLifetimeMs - jitter
-      const replaced = this.#replacementsDue > 0
-      if (replaced) {
-        this.#replacementsDue--
-        this.#counts.reconnected++
-      }
-      this.#counts.opened++
-      this.#events.emit('connectSuccess', { connectionId: slot.id, backendPid: conn.backendPid, durationMs: now - started, attempts, replaced })
+      if (!conn.lazy) this.#connected(slot, conn.backendPid)
       return slot
     } catch (err) {
       this.#remove(slot)
-      this.#counts.connectFailures++
-      const code = err instanceof WarmconnError ? ((err as ConnectError).causeCode ?? err.code) : undefined
-      this.#events.emit('connectFail', { attempts, code, kind: err instanceof WarmconnError ? err.code : 'unknown' })
-      // Callers queued behind this connect share its outcome instead of each retrying in turn.
-      if (this.#slots.size === 0) for (const waiter of this.#waiters.splice(0)) waiter.fail(err as Error)
+      this.#connectFailed(err, connect.attempts)
       throw err
     }
   }
 
+  /** The server authenticated `slot`'s connection: a connect succeeded. */
+  #connected(slot: Slot<C>, backendPid: number | undefined): void {
+    if (slot.proven) return
+    slot.proven = true
+    const replaced = this.#replacementsDue > 0
+    if (replaced) {
+      this.#replacementsDue--
+      this.#counts.reconnected++
+    }
+    this.#counts.opened++
+    const { attempts, startedAt } = slot.connect
+    this.#events.emit('connectSuccess', { connectionId: slot.id, backendPid, durationMs: Date.now() - startedAt, attempts, replaced })
+    // Done: a later connect of the same caller (a replay) starts a budget of its own.
+    slot.connect.attempts = 0
+  }
+
+  #connectFailed(err: unknown, attempts: number): void {
+    this.#counts.connectFailures++
+    const code = err instanceof WarmconnError ? ((err as ConnectError).causeCode ?? err.code) : undefined
+    this.#events.emit('connectFail', { attempts, code, kind: err instanceof WarmconnError ? err.code : 'unknown' })
+    // Callers queued behind this connect share its outcome instead of each retrying in turn.
+    if (this.#slots.size === 0) for (const waiter of this.#waiters.splice(0)) waiter.fail(err as Error)
+  }
+
   /** Opens one connection, retrying transient failures with full-jitter backoff inside the budget. */
-  async #connect(slot: Slot<C>, countAttempt: () => number): Promise<DriverConnection<C>> {
+  async #connect(slot: Slot<C>, lazy: boolean): Promise<DriverConnection<C>> {
     const o = this.options
-    const started = Date.now()
-    const secrets = this.#driver.secrets
     for (;;) {
-      const attempt = countAttempt()
-      const remaining = o.connectBudgetMs - (Date.now() - started)
+      const remaining = o.connectBudgetMs - (Date.now() - slot.connect.startedAt)
       const timeoutMs = Math.max(1, Math.min(o.connectTimeoutMs, remaining))
+      slot.connect.attempts++
       try {
-        return await this.#openOnce(slot, timeoutMs)
+        return await this.#openOnce(slot, timeoutMs, lazy)
       } catch (err) {
-        const seen = this.#driver.classify(err)
-        const message = redact(err instanceof Error ? err.message : String(err), secrets)
-        const cause = { cause: safeCause(err, secrets) }
-        const where = `${this.#driver.target} (${this.#driver.name})`
-        if (seen.kind === 'auth') {
-          throw new AuthError(`Authentication failed for ${where} (not retried): ${message}`, seen.code, cause)
-        }
-        if (seen.kind === 'config') {
-          throw new ConfigRejectedError(`The server rejected the configuration for ${where} (not retried): ${message}`, seen.code, cause)
-        }
-        const ceiling = Math.min(o.connectBackoffMaxMs, o.connectBackoffBaseMs * 2 ** (attempt - 1))
-        const delayMs = Math.random() * ceiling
-        const retryable = seen.kind === 'transient' || seen.kind === 'connection'
-        // An attempt squeezed into the budget's last milliseconds could only time out, and would
-        // then report CONNECT_TIMEOUT instead of the failure that actually drove the retries.
-        const minAttemptMs = Math.min(o.connectTimeoutMs, MIN_ATTEMPT_MS)
-        const outOfBudget = Date.now() - started + delayMs + minAttemptMs > o.connectBudgetMs
-        if (!retryable || attempt > o.connectRetries || outOfBudget || this.#closed) {
-          const why = !retryable ? 'not a transient failure' : outOfBudget ? `another retry would pass connectBudgetMs (${o.connectBudgetMs} ms)` : `connectRetries (${o.connectRetries}) exhausted`
-          throw new ConnectError(`Could not connect to ${where} after ${attempt} attempt(s), ${why}: ${message}`, attempt, seen.code, cause)
-        }
-        this.#counts.connectRetries++
-        this.#events.emit('connectRetry', { attempt, delayMs: Math.round(delayMs), code: seen.code })
-        await sleep(delayMs)
+        await sleep(this.#retryDelay(err, slot.connect))
       }
     }
   }
 
+  /**
+   * What a failed connect attempt means: throws the typed error that ends the connect (bad
+   * credentials or configuration, not transient, out of retries or budget), or counts a retry and
+   * returns its backoff (full jitter below a doubling ceiling).
+   */
+  #retryDelay(err: unknown, connect: ConnectTry): number {
+    const o = this.options
+    const attempt = connect.attempts
+    const secrets = this.#driver.secrets
+    const seen = this.#driver.classify(err)
+    const message = redact(err instanceof Error ? err.message : String(err), secrets)
+    const cause = { cause: safeCause(err, secrets) }
+    const where = `${this.#driver.target} (${this.#driver.name})`
+    if (seen.kind === 'auth') {
+      throw new AuthError(`Authentication failed for ${where} (not retried): ${message}`, seen.code, cause)
+    }
+    if (seen.kind === 'config') {
+      throw new ConfigRejectedError(`The server rejected the configuration for ${where} (not retried): ${message}`, seen.code, cause)
+    }
+    const ceiling = Math.min(o.connectBackoffMaxMs, o.connectBackoffBaseMs * 2 ** (attempt - 1))
+    const delayMs = Math.random() * ceiling
+    const retryable = seen.kind === 'transient' || seen.kind === 'connection'
+    // An attempt squeezed into the budget's last milliseconds could only time out, and would
+    // then report CONNECT_TIMEOUT instead of the failure that actually drove the retries.
+    const minAttemptMs = Math.min(o.connectTimeoutMs, MIN_ATTEMPT_MS)
+    const outOfBudget = Date.now() - connect.startedAt + delayMs + minAttemptMs > o.connectBudgetMs
+    if (!retryable || attempt > o.connectRetries || outOfBudget || this.#closed) {
+      const why = !retryable ? 'not a transient failure' : outOfBudget ? `another retry would pass connectBudgetMs (${o.connectBudgetMs} ms)` : `connectRetries (${o.connectRetries}) exhausted`
+      throw new ConnectError(`Could not connect to ${where} after ${attempt} attempt(s), ${why}: ${message}`, attempt, seen.code, cause)
+    }
+    this.#counts.connectRetries++
+    this.#events.emit('connectRetry', { attempt, delayMs: Math.round(delayMs), code: seen.code })
+    return delayMs
+  }
+
   /** One attempt, bounded even if the driver ignores its own timeout; a late success is destroyed. */
-  #openOnce(slot: Slot<C>, timeoutMs: number): Promise<DriverConnection<C>> {
+  #openOnce(slot: Slot<C>, timeoutMs: number, lazy: boolean): Promise<DriverConnection<C>> {
     let abandoned = false
     const opening = this.#driver.open({
       connectTimeoutMs: timeoutMs,
       applicationName: this.options.applicationName,
       onBroken: () => this.#onBroken(slot),
+      lazy,
+      onReady: (backendPid) => this.#connected(slot, backendPid),
     })
     opening.then((conn) => abandoned && conn.destroy(), () => {})
     const grace = 250 // the driver's own timer should win; ours only guards against a driver that hangs
@@ -722,10 +806,14 @@ export class Holder<C> {
     else this.#idleTimer.armBy(next)
   }
 
-  /** Runs fn under the call's deadline, rejecting with CallTimeout if it still holds the connection then. */
+  /**
+   * Runs fn under the call's deadline, rejecting with CallTimeout if it still holds the connection
+   * then. A lazy connection's handshake happens inside the call, so it is given its connect bound too.
+   */
   #within<T>(slot: Slot<C>, fn: (client: C) => Promise<T> | T, timeoutMs: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.#startCall(slot, timeoutMs, () => reject(new CallTimeout()))
+      const boundMs = slot.proven ? timeoutMs : timeoutMs + this.options.connectTimeoutMs
+      this.#startCall(slot, boundMs, () => reject(new CallTimeout()))
       try {
         Promise.resolve(fn(slot.conn!.client)).then(resolve, reject)
       } catch (err) {

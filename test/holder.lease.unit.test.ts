@@ -4,7 +4,7 @@
  * are in the pg pool and conformance tests.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { Holder, ConnectionLostError, InvalidOptionError, type HolderEvents } from '../src/index.js'
+import { Holder, AuthError, ConnectError, ConnectionLostError, InvalidOptionError, type HolderEvents } from '../src/index.js'
 import { fakeDriver } from './helpers/fake-driver.js'
 
 beforeEach(() => vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] }))
@@ -170,5 +170,79 @@ describe('stale idempotent calls: pipelined probe instead of ping-then-send', ()
     await vi.advanceTimersByTimeAsync(500)
     expect(await failed).toBeInstanceOf(ConnectionLostError)
     expect(holder.stats()).toMatchObject({ replays: 1, failures: 1 })
+  })
+})
+
+describe('lazy connects: the first statement carries the handshake', () => {
+  it('a run may get a lazy connection; it counts as opened once the handshake succeeds', async () => {
+    const { driver, conns } = fakeDriver({ lazy: {} })
+    const holder = new Holder(driver)
+    const connected: Array<HolderEvents['connectSuccess']> = []
+    holder.on('connectSuccess', (e) => connected.push(e))
+    const seenBefore = await holder.run(async (c) => {
+      const before = holder.stats().opened
+      await c.send()
+      return before
+    })
+    expect(conns[0]!.lazyAllowed).toBe(true)
+    expect(seenBefore).toBe(0)
+    expect(connected).toEqual([expect.objectContaining({ connectionId: 1, backendPid: 1001, attempts: 1, replaced: false })])
+    expect(holder.stats()).toMatchObject({ opened: 1, failures: 0 })
+  })
+
+  it('a transient handshake failure is a failed connect: backoff, fn runs again on a new connection, not its one replay', async () => {
+    const { driver, conns } = fakeDriver({ lazy: { failures: ['53300', 'ECONNREFUSED'] } })
+    const holder = new Holder(driver, { connectBackoffBaseMs: 100 })
+    let calls = 0
+    const done = holder.run(async (c) => {
+      calls++
+      await c.send()
+      return c.id
+    })
+    await vi.advanceTimersByTimeAsync(1_000)
+    expect(await done).toBe(3)
+    expect(calls).toBe(3)
+    expect(conns[0]!.destroyed && conns[1]!.destroyed).toBe(true)
+    expect(holder.stats()).toMatchObject({ connectRetries: 2, opened: 1, replays: 0, failures: 0, open: 1 })
+  })
+
+  it('a bad password in the handshake: AuthError, never retried, fn not run again', async () => {
+    const { driver } = fakeDriver({ lazy: { failures: ['28P01'] } })
+    const holder = new Holder(driver)
+    let calls = 0
+    const err = await holder.run(async (c) => (calls++, c.send())).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(AuthError)
+    expect(calls).toBe(1)
+    expect(holder.stats()).toMatchObject({ connectRetries: 0, connectFailures: 1, failures: 1, open: 0 })
+  })
+
+  it('out of budget: a typed ConnectError naming the budget', async () => {
+    const { driver } = fakeDriver({ lazy: { failures: Array(100).fill('ECONNREFUSED') } })
+    const holder = new Holder(driver, { connectBudgetMs: 1_000, connectBackoffBaseMs: 100, connectBackoffMaxMs: 200 })
+    const failed = holder.run(async (c) => c.send()).catch((e: unknown) => e)
+    await vi.advanceTimersByTimeAsync(2_000)
+    const err = await failed
+    expect(err).toBeInstanceOf(ConnectError)
+    expect((err as ConnectError).message).toMatch(/connectBudgetMs/)
+  })
+
+  it('a lease never gets a lazy connection: it is connected before it is handed out', async () => {
+    const { driver, conns } = fakeDriver({ lazy: {} })
+    const holder = new Holder(driver)
+    const lease = await holder.lease()
+    expect(conns[0]!.lazyAllowed).toBe(false)
+    expect(holder.stats().opened).toBe(1)
+    await lease.release()
+  })
+
+  it('a connection whose call sent nothing stays unconnected: the next call connects it, no ping, even when stale', async () => {
+    const { driver, conns } = fakeDriver({ lazy: {} })
+    const holder = new Holder(driver, { staleAfterMs: 100 })
+    await holder.run(() => 'no statement')
+    vi.setSystemTime(Date.now() + 1_000)
+    await holder.run((c) => c.send())
+    expect(conns).toHaveLength(1)
+    expect(conns[0]!.pings).toBe(0)
+    expect(holder.stats()).toMatchObject({ opened: 1, revalidated: 0 })
   })
 })

@@ -15,6 +15,10 @@ export interface FakeConn {
   rollbacks: number
   /** Set by a test: the next release finds a transaction open. */
   inTransaction: boolean
+  /** What `open` was asked: may this connection be lazy? */
+  lazyAllowed: boolean
+  /** A statement: on a lazy connection the first one carries the handshake (and may fail). */
+  send(): Promise<void>
 }
 
 export interface FakeScript {
@@ -23,6 +27,8 @@ export interface FakeScript {
   pingHangs?: boolean
   /** Offer probe(); `hang` never answers it. */
   probe?: 'answer' | 'hang'
+  /** Open lazily when allowed; codes thrown by successive handshakes (first statements) before one succeeds. */
+  lazy?: { failures?: string[] }
 }
 
 export function fakeDriver(script: FakeScript = {}) {
@@ -33,11 +39,23 @@ export function fakeDriver(script: FakeScript = {}) {
     name: 'fake',
     secrets: ['pw'],
     target: 'fake@localhost/db',
-    async open() {
+    async open(options) {
       attempts++
       const code = failures.shift()
       if (code) throw Object.assign(new Error(`fail ${code}`), { code })
-      const c: FakeConn = { id: conns.length + 1, closed: false, destroyed: false, pings: 0, probes: 0, rollbacks: 0, inTransaction: false }
+      const lazy = script.lazy !== undefined && options.lazy
+      let connected = !lazy
+      const c: FakeConn = {
+        id: conns.length + 1, closed: false, destroyed: false, pings: 0, probes: 0, rollbacks: 0, inTransaction: false,
+        lazyAllowed: options.lazy,
+        async send() {
+          if (connected) return
+          const failure = script.lazy?.failures?.shift()
+          if (failure) throw Object.assign(new Error(`handshake failed: ${failure}`), { code: failure })
+          connected = true
+          options.onReady(1000 + c.id)
+        },
+      }
       conns.push(c)
       const conn: DriverConnection<FakeConn> = {
         client: c,
@@ -47,6 +65,7 @@ export function fakeDriver(script: FakeScript = {}) {
         close: async () => void (c.closed = true),
         destroy: () => void (c.destroyed = true),
       }
+      if (lazy) Object.assign(conn, { lazy: true })
       if (script.probe) conn.probe = () => (c.probes++, script.probe === 'hang' ? new Promise<void>(() => {}) : Promise.resolve())
       return conn
     },
