@@ -29,8 +29,11 @@ export interface Classified {
 export interface OpenOptions {
   connectTimeoutMs: number
   applicationName: string
-  /** Called once if the connection closes or breaks on its own, e.g. the backend was terminated. */
-  onBroken: () => void
+  /**
+   * Called once if the connection closes or breaks on its own, e.g. the backend was terminated;
+   * with the server's code for it when the driver is told (`57P05` idle-session timeout).
+   */
+  onBroken: (code?: string) => void
 }
 
 export interface DriverConnection<C> {
@@ -38,6 +41,12 @@ export interface DriverConnection<C> {
   readonly client: C
   /** The server process serving this connection, when the driver learns it while connecting. */
   readonly backendPid?: number | undefined
+  /**
+   * The session's idle_session_timeout in ms (0: off), when the driver reads it while connecting,
+   * at no extra round trip. Lets the holder tell an idle-session timeout from other closes when
+   * the driver reports no code for them.
+   */
+  readonly idleSessionTimeoutMs?: number | undefined
   /** One cheap round trip. The holder bounds it with `pingTimeoutMs`. */
   ping(): Promise<void>
   /** Best knowledge, without a round trip, of whether a transaction was left open. */
@@ -57,6 +66,11 @@ export interface Driver<C> {
   readonly secrets: readonly string[]
   /** The target without credentials, e.g. `app@db.example.com:5432/shop`, for messages. */
   readonly target: string
+  /**
+   * True when the driver names prepared statements on its own (postgres.js with `prepare` on):
+   * a 26000 then means a transaction pooler is in between, and the holder warns once.
+   */
+  readonly namedStatements?: boolean
   open(options: OpenOptions): Promise<DriverConnection<C>>
   classify(err: unknown): Classified
 }

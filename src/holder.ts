@@ -8,19 +8,20 @@
 import type { Driver, DriverConnection } from './driver.js'
 import {
   AcquireTimeoutError,
-  AuthError,
   CallTimeoutError,
   ClosedError,
-  ConfigRejectedError,
   CrossRequestError,
   ConnectError,
   ConnectionLostError,
+  InvalidOptionError,
   WarmconnError,
   redact,
   safeCause,
 } from './errors.js'
+import { connectFailure } from './connect-failure.js'
 import { Emitter, type HolderEventName, type Listener } from './events.js'
-import { checkTimeout, resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
+import { checkRunOptions, describe, resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
+import { idleSessionWarning, preparedStatementWarning, type Warning } from './warnings.js'
 import { deadlineTimer, settle, sleep, withTimeout, type DeadlineTimer } from './timer.js'
 
 /**
@@ -141,6 +142,8 @@ export class Holder<C> {
   #closeResult: Promise<void> | undefined
   /** Resolvers waiting for a slot to leave (used by close()). */
   #onSlotGone: Array<() => void> = []
+  /** Warning codes already reported: each at most once per holder. */
+  readonly #warned = new Set<string>()
 
   constructor(driver: Driver<C>, options: HolderOptions = {}, hooks: HolderHooks = {}) {
     this.options = Object.freeze(resolveOptions(options))
@@ -157,9 +160,11 @@ export class Holder<C> {
    * @example const rows = await holder.run((sql) => sql`select * from users where id = ${id}`)
    */
   async run<T>(fn: (client: C) => Promise<T> | T, options: RunOptions = {}): Promise<T> {
-    const idempotent = options?.idempotent === true
-    const timeoutMs = options?.timeoutMs ?? this.options.callTimeoutMs
-    if (options?.timeoutMs !== undefined) checkTimeout('timeoutMs', timeoutMs)
+    // Before any I/O: a bad argument must fail as itself, not as a connect to a server.
+    if (typeof fn !== 'function') throw new InvalidOptionError('fn', `run() expects a function that receives the client, got ${describe(fn)}`)
+    checkRunOptions(options)
+    const idempotent = options.idempotent === true
+    const timeoutMs = options.timeoutMs ?? this.options.callTimeoutMs
     this.#counts.runs++
     for (let attempt = 1; ; attempt++) {
       let slot: Slot<C>
@@ -190,7 +195,7 @@ export class Holder<C> {
           this.#counts.failures++
           throw new CallTimeoutError(timeoutMs, this.#driver.target)
         }
-        const seen = this.#driver.classify(err)
+        const seen = this.#classify(err)
         if (seen.kind === 'query' && !slot.broken) {
           // An SQL error or the caller's own exception: the connection is fine, the session may not be.
           if (this.#leftOpen(slot)) await this.#cleanSession(slot)
@@ -430,15 +435,10 @@ export class Holder<C> {
         return await this.#openOnce(slot, timeoutMs)
       } catch (err) {
         const seen = this.#driver.classify(err)
-        const message = redact(err instanceof Error ? err.message : String(err), secrets)
-        const cause = { cause: safeCause(err, secrets) }
-        const where = `${this.#driver.target} (${this.#driver.name})`
-        if (seen.kind === 'auth') {
-          throw new AuthError(`Authentication failed for ${where} (not retried): ${message}`, seen.code, cause)
-        }
-        if (seen.kind === 'config') {
-          throw new ConfigRejectedError(`The server rejected the configuration for ${where} (not retried): ${message}`, seen.code, cause)
-        }
+        const detail = redact(err instanceof Error ? err.message : String(err), secrets)
+        const failure = { seen, detail, where: `${this.#driver.target} (${this.#driver.name})`, cause: { cause: safeCause(err, secrets) }, attempts: attempt }
+        // Worded for what happened (connect-failure.ts): no such host, TLS, refused credentials...
+        if (seen.kind === 'auth' || seen.kind === 'config') throw connectFailure(failure)
         const ceiling = Math.min(o.connectBackoffMaxMs, o.connectBackoffBaseMs * 2 ** (attempt - 1))
         const delayMs = Math.random() * ceiling
         const retryable = seen.kind === 'transient' || seen.kind === 'connection'
@@ -447,8 +447,8 @@ export class Holder<C> {
         const minAttemptMs = Math.min(o.connectTimeoutMs, MIN_ATTEMPT_MS)
         const outOfBudget = Date.now() - started + delayMs + minAttemptMs > o.connectBudgetMs
         if (!retryable || attempt > o.connectRetries || outOfBudget || this.#closed) {
-          const why = !retryable ? 'not a transient failure' : outOfBudget ? `another retry would pass connectBudgetMs (${o.connectBudgetMs} ms)` : `connectRetries (${o.connectRetries}) exhausted`
-          throw new ConnectError(`Could not connect to ${where} after ${attempt} attempt(s), ${why}: ${message}`, attempt, seen.code, cause)
+          const gaveUp = !retryable ? 'not a transient failure' : outOfBudget ? `another retry would pass connectBudgetMs (${o.connectBudgetMs} ms)` : `connectRetries (${o.connectRetries}) exhausted`
+          throw connectFailure({ ...failure, gaveUp })
         }
         this.#counts.connectRetries++
         this.#events.emit('connectRetry', { attempt, delayMs: Math.round(delayMs), code: seen.code })
@@ -463,7 +463,7 @@ export class Holder<C> {
     const opening = this.#driver.open({
       connectTimeoutMs: timeoutMs,
       applicationName: this.options.applicationName,
-      onBroken: () => this.#onBroken(slot),
+      onBroken: (code) => this.#onBroken(slot, code),
     })
     opening.then((conn) => abandoned && conn.destroy(), () => {})
     const grace = 250 // the driver's own timer should win; ours only guards against a driver that hangs
@@ -473,10 +473,36 @@ export class Holder<C> {
     })
   }
 
-  #onBroken(slot: Slot<C>): void {
+  #onBroken(slot: Slot<C>, code: string | undefined): void {
     slot.broken = true
+    // Closed while warmconn held it idle: the one moment an idle_session_timeout below
+    // idleTimeoutMs can be seen, for free (warnings.ts).
+    if ((slot.state === 'IDLE' || slot.state === 'VALIDATING') && slot.conn) {
+      this.#warn(idleSessionWarning({
+        code,
+        idleMs: Date.now() - slot.lastUsedAt,
+        idleTimeoutMs: this.options.idleTimeoutMs,
+        serverIdleSessionTimeoutMs: slot.conn.idleSessionTimeoutMs,
+        target: this.#driver.target,
+      }))
+    }
     // An idle connection that the server closed is dropped at once, freeing its place.
-    if (slot.state === 'IDLE') this.#drop(slot, undefined)
+    if (slot.state === 'IDLE') this.#drop(slot, code)
+  }
+
+  /** The driver's reading of an error a call ended with, noting once what it reveals about the setup. */
+  #classify(err: unknown): ReturnType<Driver<C>['classify']> {
+    const seen = this.#driver.classify(err)
+    if (seen.code === '26000' && this.#driver.namedStatements) this.#warn(preparedStatementWarning(this.#driver.target))
+    return seen
+  }
+
+  /** Reports a warning once per holder per code: as the `warning` event, or console.warn when nobody listens. */
+  #warn(warning: Warning | undefined): void {
+    if (!warning || this.#warned.has(warning.code)) return
+    this.#warned.add(warning.code)
+    if (this.#events.has('warning')) this.#events.emit('warning', warning)
+    else console.warn(`warmconn: ${warning.message} [${warning.code}]`)
   }
 
   /** Whether the caller left a transaction open on a connection still worth keeping. */

@@ -23,7 +23,7 @@ import { eventually } from './helpers/core.js'
 // Every event, as a record so that the typecheck fails when a new event is not listed here.
 const EVENT_NAMES: Record<HolderEventName, true> = {
   connectSuccess: true, connectRetry: true, connectFail: true, reuse: true, revalidateSuccess: true, revalidateFail: true,
-  closeIdle: true, closeLifetime: true, closeBroken: true, sessionReset: true, replay: true, callTimeout: true, close: true,
+  closeIdle: true, closeLifetime: true, closeBroken: true, sessionReset: true, replay: true, callTimeout: true, close: true, warning: true,
 }
 const EVENTS = Object.keys(EVENT_NAMES) as HolderEventName[]
 // A wrong password with every character a URL must escape, so each encoded form is scanned too.

@@ -67,6 +67,8 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
     name: 'postgres',
     secrets,
     target: `${user || '(default user)'}@${host}:${port}/${database || '(default database)'}`,
+    // postgres.js names its prepared statements unless told not to (prepare: false).
+    namedStatements: pgOptions.prepare !== false,
     open: (options) => openConnection(url!, connectOptions, options, arrays),
     classify: (err): Classified => classifyError(err, errorCode(err)),
   }
@@ -122,15 +124,19 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
   }
   ;(sql.options as unknown as { debug: unknown }).debug = sent
   let backendPid: number | undefined
+  let idleSessionTimeoutMs: number | undefined
   try {
     const tables = sql.options as unknown as TypeTables
     const known = arrays.server === undefined ? undefined : knownArrayTypes(arrays.server)
     if (known) installArrayTypes(tables, known)
     // A first query forces the handshake now, so connect errors surface here where the holder
     // retries them, and reports the backend pid. Not sql.reserve(): a failed reserve stays
-    // queued inside postgres.js, which reconnects for it later and leaks a connection.
-    const [row] = await sql`select pg_backend_pid() as pid`
+    // queued inside postgres.js, which reconnects for it later and leaks a connection. The
+    // session's idle_session_timeout rides along: postgres.js drops the 57P05 error a server
+    // sends when it ends an idle session, so this is how the holder can tell that close apart.
+    const [row] = await sql`select pg_backend_pid() as pid, current_setting('idle_session_timeout', true) as idle_session_timeout`
     backendPid = Number(row?.pid)
+    idleSessionTimeoutMs = settingMs(row?.idle_session_timeout)
     if (arrays.server !== undefined && !known) {
       const rows = await sql.unsafe<Array<{ oid: number; typarray: number }>>(ARRAY_TYPES_QUERY)
       const types = rows.map((r) => [Number(r.oid), Number(r.typarray)] as const)
@@ -146,6 +152,7 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
   return {
     client: sql,
     backendPid,
+    idleSessionTimeoutMs,
     async ping() {
       await sql`select 1`
     },
@@ -169,6 +176,13 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
     },
   }
 }
+
+/** A time setting as SHOW prints it ('0', '300ms', '5s', '1min', '2h', '1d') in ms; undefined if unknown (PostgreSQL < 14). */
+function settingMs(value: unknown): number | undefined {
+  const match = typeof value === 'string' ? /^(\d+)\s*(ms|s|min|h|d)?$/.exec(value.trim()) : null
+  return match ? Number(match[1]) * SETTING_UNIT_MS[match[2] ?? 'ms']! : undefined
+}
+const SETTING_UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, min: 60_000, h: 3_600_000, d: 86_400_000 }
 
 const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '::1', '[::1]'])
 

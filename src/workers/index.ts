@@ -2,7 +2,7 @@
  * warmconn on Cloudflare Workers: a warm connection in a Durable Object, a connection per request, or Hyperdrive.
  * @module
  */
-export { WarmconnDurableObject, type ObjectStats, type WarmconnEnv } from './durable-object.js'
+export { WarmconnDurableObject, workerEnvNames, type ObjectStats, type WarmconnEnv } from './durable-object.js'
 export { warmClient, type WarmClient, type WarmClientOptions } from './client.js'
 export { withRequestScope, type WaitUntil } from './request-scope.js'
 export { hyperdriveScope, type HyperdriveBinding } from './hyperdrive.js'
