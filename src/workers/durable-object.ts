@@ -14,14 +14,7 @@ import type { Sql } from '../drivers/postgres.js'
 import { envOptionNames, optionsFromEnv } from '../env.js'
 import { checkBatch, checkQuery, toQueryResult, type QueryOptions, type QueryResult, type Reply, type Statement } from './protocol.js'
 import { encodeError } from './remote-errors.js'
-import { holderFor, type ConnectionSettings } from './settings.js'
-
-/**
- * The example Worker's own variables (functions/worker.ts). The object shares the Worker's env,
- * so its default `connection()` accepts these beside the overrides instead of taking them for
- * misspelt ones. A subclass whose Worker has others passes its own list to optionsFromEnv.
- */
-export const workerEnvNames = ['WARMCONN_MODE', 'WARMCONN_SHARDS', 'WARMCONN_LOCATION_HINT'] as const
+import { holderFor, workerEnvNames, type ConnectionSettings } from './settings.js'
 
 /** The bindings the default `connection()` reads: DATABASE_URL and the WARMCONN_* overrides. */
 export type WarmconnEnv = { DATABASE_URL?: string } & { [K in keyof typeof envOptionNames]?: string }
