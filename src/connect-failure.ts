@@ -80,6 +80,8 @@ const REFUSED = 'the connection was refused: nothing accepts connections at that
 const CONNECT_WORDS: Record<string, string> = {
   ECONNREFUSED: REFUSED,
   WORKERD_CONNECT_FAILED: REFUSED,
+  // workerd's only words for a refused port, as for a reset: say both.
+  WORKERD_CONNECTION_LOST: 'the network connection was lost while connecting (workerd reports a refused connection this way too: is the server running, is the port right?)',
   EAI_AGAIN: 'the host name could not be resolved (a temporary DNS failure, EAI_AGAIN): no server was reached',
   EHOSTUNREACH: 'no network route to the host (EHOSTUNREACH)',
   ENETUNREACH: 'the network is unreachable (ENETUNREACH)',
