@@ -5,7 +5,7 @@
  * invocations) fires no timers; timers only close idle connections early in a live process.
  * @module
  */
-import type { Driver, DriverConnection } from './driver.js'
+import type { Classified, Driver, DriverConnection } from './driver.js'
 import {
   AcquireTimeoutError,
   CallTimeoutError,
@@ -491,7 +491,7 @@ export class Holder<C> {
   }
 
   /** The driver's reading of an error a call ended with, noting once what it reveals about the setup. */
-  #classify(err: unknown): ReturnType<Driver<C>['classify']> {
+  #classify(err: unknown): Classified {
     const seen = this.#driver.classify(err)
     if (seen.code === '26000' && this.#driver.namedStatements) this.#warn(preparedStatementWarning(this.#driver.target))
     return seen
