@@ -5,22 +5,23 @@
  * invocations) fires no timers; timers only close idle connections early in a live process.
  * @module
  */
-import type { Driver, DriverConnection } from './driver.js'
+import type { Classified, Driver, DriverConnection } from './driver.js'
 import {
   AcquireTimeoutError,
-  AuthError,
   CallTimeoutError,
   ClosedError,
-  ConfigRejectedError,
   CrossRequestError,
   ConnectError,
   ConnectionLostError,
+  InvalidOptionError,
   WarmconnError,
   redact,
   safeCause,
 } from './errors.js'
+import { connectFailure } from './connect-failure.js'
 import { Emitter, type HolderEventName, type Listener } from './events.js'
-import { checkTimeout, resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
+import { checkRunOptions, checkTimeout, describe, resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
+import { idleSessionWarning, preparedStatementWarning, type Warning } from './warnings.js'
 import { deadlineTimer, settle, sleep, withTimeout, type DeadlineTimer } from './timer.js'
 
 /**
@@ -64,6 +65,8 @@ interface Slot<C> {
   proven: boolean
   /** The connect that made this connection (for a lazy one, still in progress). */
   connect: ConnectTry
+  /** The driver's own work on the idle connection (DriverConnection.maintain), awaited before it is handed out. */
+  maintaining: Promise<void> | undefined
 }
 
 /** One caller's connect across attempts: a lazy connect's attempts fail inside the call. */
@@ -185,6 +188,8 @@ export class Holder<C> {
   #closeResult: Promise<void> | undefined
   /** Resolvers waiting for a slot to leave (used by close()). */
   #onSlotGone: Array<() => void> = []
+  /** Warning codes already reported: each at most once per holder. */
+  readonly #warned = new Set<string>()
 
   constructor(driver: Driver<C>, options: HolderOptions = {}, hooks: HolderHooks = {}) {
     this.options = Object.freeze(resolveOptions(options))
@@ -201,8 +206,11 @@ export class Holder<C> {
    * @example const rows = await holder.run((sql) => sql`select * from users where id = ${id}`)
    */
   async run<T>(fn: (client: C) => Promise<T> | T, options: RunOptions = {}): Promise<T> {
-    const idempotent = options?.idempotent === true
-    const timeoutMs = this.#timeoutOf(options)
+    // Before any I/O: a bad argument must fail as itself, not as a connect to a server.
+    if (typeof fn !== 'function') throw new InvalidOptionError('fn', `run() expects a function that receives the client, got ${describe(fn)}`)
+    checkRunOptions(options)
+    const idempotent = options.idempotent === true
+    const timeoutMs = options.timeoutMs ?? this.options.callTimeoutMs
     this.#counts.runs++
     const tries: ConnectTry = { attempts: 0, startedAt: 0 }
     for (let attempt = 1; ; attempt++) {
@@ -228,7 +236,7 @@ export class Holder<C> {
           this.#counts.failures++
           throw new CallTimeoutError(timeoutMs, this.#driver.target)
         }
-        const seen = this.#driver.classify(err)
+        const seen = this.#classify(err)
         if (!slot.proven && CONNECT_FAILURES.has(seen.kind)) {
           // fn's first statement carried the handshake (a lazy connect) and the handshake failed:
           // a failed connect attempt, under the connect policy, with nothing sent. fn runs again
@@ -418,6 +426,7 @@ export class Holder<C> {
         }
         const idleMs = this.#checkTimestamps(idle)
         if (idleMs === undefined) continue
+        if (idle.maintaining && !(await this.#maintained(idle))) continue
         // Used a moment ago: handed out with no await and no round trip (the hot path).
         if (idleMs < SETTLE_AFTER_IDLE_MS && idleMs < this.options.staleAfterMs) return this.#handOut(idle, idleMs)
         if (await this.#revalidate(idle, idleMs, idempotent)) return idle
@@ -431,6 +440,7 @@ export class Holder<C> {
           this.#forget(handed)
           throw new CrossRequestError()
         }
+        if (handed.maintaining && !(await this.#maintained(handed))) continue
         if (!handed.proven && !tries) {
           this.#remove(handed)
           handed.conn!.destroy()
@@ -493,7 +503,7 @@ export class Holder<C> {
     // A call that may run twice can go out at once, in the probe's flight: if the probe goes
     // unanswered the connection is destroyed and the call replayed. A write never may: it could
     // land in a socket that is already dead, with an unknown outcome.
-    if (idempotent && slot.conn!.probe) {
+    if (idempotent && slot.conn!.probe && slot.conn!.direct) {
       slot.probe = this.#probe(slot, idleMs)
       this.#counts.reused++
       slot.state = 'ALLOCATED'
@@ -548,7 +558,7 @@ export class Holder<C> {
     const slot: Slot<C> = {
       id: ++this.#nextId, state: 'CONNECTING', conn: undefined,
       openedAt: 0, expiresAt: 0, lastUsedAt: 0, broken: false, context: requestContextProbe(),
-      callDeadlineAt: 0, callTimeoutMs: 0, cutOff: undefined, probe: undefined, proven: false, connect,
+      callDeadlineAt: 0, callTimeoutMs: 0, cutOff: undefined, probe: undefined, proven: false, connect, maintaining: undefined,
     }
     this.#slots.add(slot)
     try {
@@ -619,15 +629,10 @@ export class Holder<C> {
     const attempt = connect.attempts
     const secrets = this.#driver.secrets
     const seen = this.#driver.classify(err)
-    const message = redact(err instanceof Error ? err.message : String(err), secrets)
-    const cause = { cause: safeCause(err, secrets) }
-    const where = `${this.#driver.target} (${this.#driver.name})`
-    if (seen.kind === 'auth') {
-      throw new AuthError(`Authentication failed for ${where} (not retried): ${message}`, seen.code, cause)
-    }
-    if (seen.kind === 'config') {
-      throw new ConfigRejectedError(`The server rejected the configuration for ${where} (not retried): ${message}`, seen.code, cause)
-    }
+    const detail = redact(err instanceof Error ? err.message : String(err), secrets)
+    const failure = { seen, detail, where: `${this.#driver.target} (${this.#driver.name})`, cause: { cause: safeCause(err, secrets) }, attempts: attempt }
+    // Worded for what happened (connect-failure.ts): no such host, TLS, refused credentials...
+    if (seen.kind === 'auth' || seen.kind === 'config') throw connectFailure(failure)
     const ceiling = Math.min(o.connectBackoffMaxMs, o.connectBackoffBaseMs * 2 ** (attempt - 1))
     const delayMs = Math.random() * ceiling
     const retryable = seen.kind === 'transient' || seen.kind === 'connection'
@@ -636,13 +641,14 @@ export class Holder<C> {
     const minAttemptMs = Math.min(o.connectTimeoutMs, MIN_ATTEMPT_MS)
     const outOfBudget = Date.now() - connect.startedAt + delayMs + minAttemptMs > o.connectBudgetMs
     if (!retryable || attempt > o.connectRetries || outOfBudget || this.#closed) {
-      const why = !retryable ? 'not a transient failure' : outOfBudget ? `another retry would pass connectBudgetMs (${o.connectBudgetMs} ms)` : `connectRetries (${o.connectRetries}) exhausted`
-      throw new ConnectError(`Could not connect to ${where} after ${attempt} attempt(s), ${why}: ${message}`, attempt, seen.code, cause)
+      const gaveUp = !retryable ? 'not a transient failure' : outOfBudget ? `another retry would pass connectBudgetMs (${o.connectBudgetMs} ms)` : `connectRetries (${o.connectRetries}) exhausted`
+      throw connectFailure({ ...failure, gaveUp })
     }
     this.#counts.connectRetries++
     this.#events.emit('connectRetry', { attempt, delayMs: Math.round(delayMs), code: seen.code })
     return delayMs
   }
+
 
   /** One attempt, bounded even if the driver ignores its own timeout; a late success is destroyed. */
   #openOnce(slot: Slot<C>, timeoutMs: number, lazy: boolean): Promise<DriverConnection<C>> {
@@ -650,9 +656,10 @@ export class Holder<C> {
     const opening = this.#driver.open({
       connectTimeoutMs: timeoutMs,
       applicationName: this.options.applicationName,
-      onBroken: () => this.#onBroken(slot),
+      onBroken: (code) => this.#onBroken(slot, code),
       lazy,
       onReady: (backendPid) => this.#connected(slot, backendPid),
+      pooled: this.options.pooled,
     })
     opening.then((conn) => abandoned && conn.destroy(), () => {})
     const grace = 250 // the driver's own timer should win; ours only guards against a driver that hangs
@@ -662,10 +669,36 @@ export class Holder<C> {
     })
   }
 
-  #onBroken(slot: Slot<C>): void {
+  #onBroken(slot: Slot<C>, code: string | undefined): void {
     slot.broken = true
+    // Closed while warmconn held it idle: the one moment an idle_session_timeout below
+    // idleTimeoutMs can be seen, for free (warnings.ts).
+    if ((slot.state === 'IDLE' || slot.state === 'VALIDATING') && slot.conn) {
+      this.#warn(idleSessionWarning({
+        code,
+        idleMs: Date.now() - slot.lastUsedAt,
+        idleTimeoutMs: this.options.idleTimeoutMs,
+        serverIdleSessionTimeoutMs: slot.conn.idleSessionTimeoutMs,
+        target: this.#driver.target,
+      }))
+    }
     // An idle connection that the server closed is dropped at once, freeing its place.
-    if (slot.state === 'IDLE') this.#drop(slot, undefined)
+    if (slot.state === 'IDLE') this.#drop(slot, code)
+  }
+
+  /** The driver's reading of an error a call ended with, noting once what it reveals about the setup. */
+  #classify(err: unknown): Classified {
+    const seen = this.#driver.classify(err)
+    if (seen.code === '26000' && this.#driver.namedStatements) this.#warn(preparedStatementWarning(this.#driver.target))
+    return seen
+  }
+
+  /** Reports a warning once per holder per code: as the `warning` event, or console.warn when nobody listens. */
+  #warn(warning: Warning | undefined): void {
+    if (!warning || this.#warned.has(warning.code)) return
+    this.#warned.add(warning.code)
+    if (this.#events.has('warning')) this.#events.emit('warning', warning)
+    else console.warn(`warmconn: ${warning.message} [${warning.code}]`)
   }
 
   /**
@@ -728,7 +761,19 @@ export class Holder<C> {
       return
     }
     slot.state = 'IDLE'
+    // Nobody waits for it: the driver may use the moment (e.g. a lookup), which the next caller awaits.
+    const work = slot.conn!.maintain?.()
+    if (work) slot.maintaining = work.catch(() => {})
     this.#armIdleTimer()
+  }
+
+  /** Waits out the driver's work on `slot`; false once the slot was lost meanwhile (dropped, closed). */
+  async #maintained(slot: Slot<C>): Promise<boolean> {
+    await slot.maintaining
+    slot.maintaining = undefined
+    if (slot.state === 'CLOSED') return false
+    if (slot.broken) return this.#drop(slot, undefined), false
+    return true
   }
 
   #wait(deadline: number): Promise<Slot<C> | undefined> {

@@ -98,6 +98,14 @@ describe('per-request mode', () => {
     expect((await call(w, 'GET', '/db')).status).toBe(200)
   })
 
+  it('a duration with a unit (WARMCONN_STALE_AFTER_MS = "5s"): database routes 500 saying milliseconds, with the value to set', async () => {
+    const typo = await worker({ DATABASE_URL: pg.url, WARMCONN_MODE: 'per-request', WARMCONN_STALE_AFTER_MS: '5s' })
+    expect((await call(typo, 'GET', '/nope')).status).toBe(404)
+    const res = await call(typo, 'GET', '/db')
+    expect(res.status).toBe(500)
+    expect(res.body.error).toContain('expected a whole number of milliseconds, without a unit: 5s is WARMCONN_STALE_AFTER_MS=5000')
+  })
+
   it('without DATABASE_URL: routes still answer 404/405, database routes 500 naming it', async () => {
     const bare = await worker({ WARMCONN_MODE: 'per-request' })
     expect((await call(bare, 'GET', '/nope')).status).toBe(404)

@@ -14,6 +14,7 @@ import { sharedHolder, stableKey } from '../registry.js'
 import { parseConnectionUrl, safeDecode, secretsOf } from '../url.js'
 import { ARRAY_TYPES_QUERY, BUILT_IN_ARRAY_TYPES, installArrayTypes, knownArrayTypes, rememberArrayTypes, type TypeTables } from './postgres-arrays.js'
 import { watchSession } from './postgres-session.js'
+import { isServerPid, looksLikePooler } from '../pooler.js'
 
 export type Sql = postgres.Sql<Record<string, never>>
 export type PostgresOptions = postgres.Options<Record<string, never>>
@@ -61,6 +62,7 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
   const database = pgOptions.database ?? pgOptions.db ?? safeDecode(parsed.pathname.slice(1))
 
   const connectOptions = withSecureDefault(parsed, host, pgOptions)
+  const pooledHost = [host].flat().some((h) => looksLikePooler(String(h), Number(port)))
   // Array types: looked up once per server and database (see postgres-arrays.ts); not at all if
   // the caller switched fetch_types off.
   const arrays: ArrayTypeSource = {
@@ -71,7 +73,9 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
     name: 'postgres',
     secrets,
     target: `${user || '(default user)'}@${host}:${port}/${database || '(default database)'}`,
-    open: (options) => openConnection(url!, connectOptions, options, arrays),
+    // postgres.js names its prepared statements unless told not to (prepare: false).
+    namedStatements: pgOptions.prepare !== false,
+    open: (options) => openConnection(url!, connectOptions, options, arrays, pooledHost),
     classify: (err): Classified => classifyError(err, errorCode(err)),
   }
 }
@@ -83,10 +87,11 @@ interface ArrayTypeSource {
   before: boolean
 }
 
-async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOptions, arrays: ArrayTypeSource): Promise<DriverConnection<Sql>> {
+async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOptions, arrays: ArrayTypeSource, pooledHost: boolean): Promise<DriverConnection<Sql>> {
   let ending = false
   let rollingBack = false
   let authenticated = false
+  let backendPid: number | undefined
   const userNotice = pgOptions.onnotice
   const end = (): void => {
     ending = true
@@ -110,9 +115,9 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
         authenticated = true
         queueMicrotask(() => {
           if (ending) return
-          if (lazy) o.onReady(pidOf(session.first))
+          backendPid ??= pidOf(session.first)
           session.first = undefined
-          if (needsLookup()) void lookUpArrays().catch(() => {}) // left to the next connection
+          if (lazy) o.onReady(backendPid)
         })
       }
       pgOptions.onparameter?.(key, value)
@@ -144,26 +149,19 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
     if (known) installArrayTypes(tables, known)
   }
   const needsLookup = (): boolean => arrays.server !== undefined && !knownArrayTypes(arrays.server)
-  // The database's own array types, once per server and database (see postgres-arrays.ts),
-  // installed row by row as the answer is read: before postgres.js reads the answer to any
-  // statement pipelined behind it.
+  // The database's own array types, once per server and database (see postgres-arrays.ts).
   let lookup: BuiltQuery | undefined
-  const lookUpArrays = (): Promise<void> => {
-    const server = arrays.server!
-    const found: Array<readonly [number, number]> = []
-    const query = real.unsafe<Array<{ oid: number; typarray: number }>>(ARRAY_TYPES_QUERY).forEach((row) => {
-      const pair = [Number(row.oid), Number(row.typarray)] as const
-      found.push(pair)
-      installArrayTypes(tables, [pair])
-    })
+  const lookUpArrays = async (): Promise<void> => {
+    const query = real.unsafe<Array<{ oid: number; typarray: number }>>(ARRAY_TYPES_QUERY)
     lookup = query as unknown as BuiltQuery
-    return query.then(() => rememberArrayTypes(server, found))
+    const types = (await query).map((r) => [Number(r.oid), Number(r.typarray)] as const)
+    installArrayTypes(tables, types)
+    rememberArrayTypes(arrays.server!, types)
   }
 
   // A lazy connection does no I/O here: the caller's first statement carries the handshake.
   // `fetch_types: true` asks for the database's own array types before that statement.
   const lazy = o.lazy && !(arrays.before && needsLookup())
-  let backendPid: number | undefined
   if (!lazy) {
     // Connect now, so a connect error surfaces here, where the holder retries it. Not
     // sql.reserve(): with fetch_types off a reserve on a new instance never resolves
@@ -187,6 +185,12 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
     client: session.sql,
     backendPid,
     lazy,
+    get direct() {
+      return o.pooled === false || (o.pooled !== true && !pooledHost && isServerPid(backendPid))
+    },
+    // After the first call, not before it: the first statement of a process costs no lookup, and
+    // nothing is pipelined behind the lookup (the holder waits for it before the next call).
+    maintain: () => (needsLookup() ? lookUpArrays() : undefined),
     ping: async () => void (await real`select 1`),
     // Made before the caller's first statement, it is written with it (postgres.js pipelines on
     // one connection and writes once per event-loop turn), and its answer comes back first.

@@ -66,6 +66,7 @@ export function fakeDriver(script: FakeScript = {}) {
         destroy: () => void (c.destroyed = true),
       }
       if (lazy) Object.assign(conn, { lazy: true })
+      if (script.probe) Object.assign(conn, { direct: true })
       if (script.probe) conn.probe = () => (c.probes++, script.probe === 'hang' ? new Promise<void>(() => {}) : Promise.resolve())
       return conn
     },
