@@ -22,6 +22,7 @@ import { connectFailure } from './connect-failure.js'
 import { Emitter, type HolderEventName, type Listener } from './events.js'
 import { checkRunOptions, checkTimeout, describe, resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
 import { idleSessionWarning, preparedStatementWarning, type Warning } from './warnings.js'
+import { serverIdleTimeoutMs } from './server-idle.js'
 import { deadlineTimer, settle, sleep, withTimeout, type DeadlineTimer } from './timer.js'
 
 /**
@@ -629,6 +630,7 @@ export class Holder<C> {
     const attempt = connect.attempts
     const secrets = this.#driver.secrets
     const seen = this.#driver.classify(err)
+    if (seen.retryNow && attempt <= o.connectRetries) return 0
     const detail = redact(err instanceof Error ? err.message : String(err), secrets)
     const failure = { seen, detail, where: `${this.#driver.target} (${this.#driver.name})`, cause: { cause: safeCause(err, secrets) }, attempts: attempt }
     // Worded for what happened (connect-failure.ts): no such host, TLS, refused credentials...
@@ -660,6 +662,7 @@ export class Holder<C> {
       lazy,
       onReady: (backendPid) => this.#connected(slot, backendPid),
       pooled: this.options.pooled,
+      serverIdleTimeoutMs: this.options.serverIdleClose && this.options.pooled !== true ? serverIdleTimeoutMs(this.options.idleTimeoutMs) : undefined,
     })
     opening.then((conn) => abandoned && conn.destroy(), () => {})
     const grace = 250 // the driver's own timer should win; ours only guards against a driver that hangs
