@@ -9,7 +9,7 @@ import type { Classified } from './driver.js'
 const AUTH = new Set(['28P01', '28000', 'SASL_SIGNATURE_MISMATCH'])
 // The server or the client refuses the configuration itself: unknown database, TLS trust failure.
 const CONFIG = new Set([
-  '3D000', '42704', '0A000', 'AUTH_TYPE_NOT_IMPLEMENTED', 'ENOTFOUND',
+  '3D000', '42704', '0A000', 'AUTH_TYPE_NOT_IMPLEMENTED', 'ENOTFOUND', 'TLS_REFUSED',
   'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
   'CERT_HAS_EXPIRED', 'ERR_TLS_CERT_ALTNAME_INVALID', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
 ])

@@ -36,6 +36,12 @@ export interface FaultProxy {
   resetWhenClientSends(marker: string): void
   /** Round-trip delay: each direction gets ms/2, byte order per connection preserved. */
   setLatencyMs(ms: number): void
+  /**
+   * Client-to-server flights so far, over every connection: a flight is a burst of client bytes
+   * after the server last spoke (a connection's first bytes are one). A client that waits for an
+   * answer before it sends more costs a flight per wait; one that pipelines, one in all.
+   */
+  flights(): number
   close(): Promise<void>
 }
 
@@ -60,6 +66,7 @@ export async function startProxy(target: { host: string; port: number }, opts: P
   let oneWayDelayMs = (opts.latencyMs ?? 0) / 2
   let blackholed = false
   let tripwire: Buffer | undefined
+  let flights = 0
   const links = new Set<Link>()
   const clients = new Set<Socket>()
   const sockets = new Set<Socket>() // clients and upstreams, for resetAll() and close()
@@ -108,6 +115,13 @@ export async function startProxy(target: { host: string; port: number }, opts: P
     upstream.on('close', (hadError) => {
       if (hadError && !link.dead) client.resetAndDestroy()
     })
+    // Counted as bytes reach the proxy, before any delay: what the client did, not the network.
+    let serverSpoke = true
+    client.on('data', () => {
+      if (serverSpoke && !link.dead) flights++
+      serverSpoke = false
+    })
+    upstream.on('data', () => void (serverSpoke = true))
     forward(client, upstream, link, () => oneWayDelayMs)
     forward(upstream, client, link, () => oneWayDelayMs)
   })
@@ -141,6 +155,7 @@ export async function startProxy(target: { host: string; port: number }, opts: P
     setLatencyMs(ms) {
       oneWayDelayMs = ms / 2
     },
+    flights: () => flights,
     async close() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       for (const socket of sockets) socket.destroy()
