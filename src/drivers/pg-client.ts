@@ -37,9 +37,6 @@ const NOT_QUERYABLE = /is not queryable$/
 // What node-postgres says when the server answered an SSLRequest with "no".
 const TLS_REFUSED = /does not support SSL connections/
 
-/** The code of a node-postgres error we name ourselves: the Client was not queryable. */
-export const NOT_QUERYABLE_CODE = 'CLIENT_NOT_QUERYABLE'
-
 /**
  * Connects `client` and wraps it for the holder. Nothing but the handshake is sent: the backend
  * pid comes from BackendKeyData and the transaction status from each ReadyForQuery.
@@ -150,13 +147,13 @@ export interface OwnCodes {
  */
 export function classifyClientError(err: unknown, own: OwnCodes = {}): Classified {
   const code = own.codeOf?.(err) ?? codeOf(err)
-  if (code === NOT_QUERYABLE_CODE) return { kind: 'connection', code, notSent: unsent.has(err as object) }
+  if (unsent.has(err as object)) return { kind: 'connection', code, notSent: true }
   return classifyError(err, code, own.classify)
 }
 
 /** Whether `err` is node-postgres refusing a statement on a broken or ended Client (nothing was written). */
 export function isNotQueryable(err: unknown): boolean {
-  return codeOf(err) === NOT_QUERYABLE_CODE
+  return err instanceof Error && errorCode(err) === undefined && NOT_QUERYABLE.test(err.message)
 }
 
 const unsent = new WeakSet<object>()
@@ -174,8 +171,7 @@ export function sentNothing<E>(err: E): E {
 function codeOf(err: unknown): string | undefined {
   const code = errorCode(err)
   if (code !== undefined || !(err instanceof Error)) return code
-  if (TERMINATED.test(err.message)) return 'CONNECTION_CLOSED'
-  if (NOT_QUERYABLE.test(err.message)) return NOT_QUERYABLE_CODE
+  if (TERMINATED.test(err.message) || NOT_QUERYABLE.test(err.message)) return 'CONNECTION_CLOSED'
   if (TLS_REFUSED.test(err.message)) return 'TLS_REFUSED'
   return undefined
 }
