@@ -10,6 +10,7 @@ import { neonConfig, type Client } from '@neondatabase/serverless'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startPostgres, type TestPg } from './harness/pg.js'
 import { freePort } from './harness/ports.js'
+import { startProxy } from './harness/proxy.js'
 import { startRelay, type Relay } from './harness/relay.js'
 import { appName, eventually, sleep } from './helpers/core.js'
 import { AuthError, ConnectError, ConnectionLostError, Holder, InvalidOptionError, type HolderOptions } from '../src/index.js'
@@ -83,6 +84,28 @@ describe('reuse over the WebSocket', () => {
     expect(await pg.statements({ pid, since: mark })).toEqual(['select 1', "select 'after idle' as x", "select 'hot again' as x"])
     expect(holder.stats()).toMatchObject({ revalidated: 1, opened: 1 })
     await holder.close()
+  })
+})
+
+describe('the pipelined probe (a stale idempotent call)', () => {
+  it('goes out in one flight with the call (a bare Sync), and the server logs no statement for it', async () => {
+    // Relay -> fault proxy -> PostgreSQL: the proxy counts what neon's Client sends, in flights.
+    const proxy = await startProxy({ host: pg.host, port: pg.port }, { latencyMs: 20 })
+    try {
+      const holder = makeHolder({ applicationName: appName('neon-probe'), staleAfterMs: 100 }, pg.urlFor({ port: proxy.port }))
+      const pid = await pidOf(holder)
+      await sleep(150)
+      const mark = await pg.mark()
+      const flights = proxy.flights()
+      const { rows } = await holder.run((client) => client.query("select 'probed' as x"), { idempotent: true })
+      expect(rows[0].x).toBe('probed')
+      expect(proxy.flights() - flights).toBe(1)
+      expect(await pg.statements({ pid, since: mark })).toEqual(["select 'probed' as x"])
+      expect(holder.stats()).toMatchObject({ revalidated: 1, opened: 1, failures: 0 })
+      await holder.close()
+    } finally {
+      await proxy.close()
+    }
   })
 })
 

@@ -123,5 +123,9 @@ export function pgDriver(url: string | undefined, pgOptions: PgOptions = {}): Dr
 }
 
 function openConnection(url: string, config: pg.ClientConfig, o: OpenOptions): Promise<DriverConnection<pg.Client>> {
-  return openClient(new pg.Client({ ...config, connectionString: url, application_name: o.applicationName }), o)
+  const client = new pg.Client({ ...config, connectionString: url, application_name: o.applicationName })
+  // node-postgres lays the parsed URL over the options, its missing password included, so a
+  // password given apart from the URL (a function for IAM tokens, say) is set on the Client.
+  if (config.password !== undefined) client.password = config.password as string
+  return openClient(client, o)
 }
