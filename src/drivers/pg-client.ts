@@ -34,6 +34,11 @@ export interface OpenHooks {
 // Client already broken or ended, before anything is written.
 const TERMINATED = /^Connection terminated/
 const NOT_QUERYABLE = /is not queryable$/
+// Severities that end the session, and the codes of errors that do (for servers whose messages,
+// severity included, are localized): operator intervention 57P0x, connection exceptions 08xxx,
+// idle-in-transaction timeout.
+const FATAL = new Set(['FATAL', 'PANIC'])
+const SESSION_ENDED = /^(57P0|08|25P03)/
 // What node-postgres says when the server answered an SSLRequest with "no".
 const TLS_REFUSED = /does not support SSL connections/
 
@@ -62,6 +67,12 @@ export async function openClient<C extends NodePgClient>(client: C, o: OpenOptio
   // A listener must exist at all times: an 'error' event without one would crash the process.
   client.on('error', (err: unknown) => (ready ? broken() : failOpen(err)))
   client.on('end', () => (ready ? broken() : failOpen(new Error('Connection terminated unexpectedly'))))
+  // A FATAL error is the server ending the session (terminated, shutting down, a session
+  // timeout): the connection is broken from this moment, before its socket has closed, so a
+  // client released in between (a lease, whose caller just got this error) is not reused.
+  con.on('errorMessage', (msg: { severity?: unknown; code?: unknown }) => {
+    if (ready && (FATAL.has(String(msg.severity)) || SESSION_ENDED.test(String(msg.code)))) broken()
+  })
   // The pid PostgreSQL gives for cancel requests, free with the handshake. A proxy that rewrites
   // cancel keys (as PgBouncer does) makes it the proxy's number instead.
   let backendPid: number | undefined
