@@ -279,10 +279,11 @@ function poolClass(LibraryPool: abstract new (...args: never[]) => object): new 
 
     /** Closes the holder's connections once calls in flight are done. Calling it again returns the same promise. */
     end(callback?: unknown): Promise<void> | undefined {
+      if (callback !== undefined && typeof callback !== 'function') throw new InvalidOptionError('callback', 'expected a function')
       this.#ending = true
       this.#ended ??= this.holder.close().then(() => void (this.#endedDone = true))
-      if (typeof callback !== 'function') return this.#ended
-      void this.#ended.then(() => (callback as Listener)())
+      if (callback === undefined) return this.#ended
+      void this.#ended.then(() => queueMicrotask(callback as Listener))
       return undefined
     }
 
