@@ -235,7 +235,9 @@ export class Holder<C> {
       if (await this.#usable(slot)) {
         await this.#giveBack(slot)
       } else {
+        // Broken under the call (already dropped if a pipelined check failed): never reused.
         this.#endCall(slot)
+        this.#drop(slot, undefined)
         this.#callEnded(slot)
       }
       return result

@@ -168,6 +168,19 @@ describe('failures', () => {
     expect(holder.stats().replays).toBe(0)
   })
 
+  it('a call that returns normally after its connection broke under it: the connection is dropped, not kept busy', async () => {
+    const { holder, pid } = make({ acquireTimeoutMs: 1_000 })
+    const backend = await pid()
+    const outcome = await holder.run(async (c) => {
+      await db.terminate({ pid: backend })
+      await eventually(async () => (await c.query('select 1').then(() => false, () => true)))
+      return 'swallowed'
+    })
+    expect(outcome).toBe('swallowed')
+    expect(await pid()).not.toBe(backend) // without the drop: AcquireTimeoutError, the one slot still taken
+    expect(holder.stats()).toMatchObject({ closedBroken: 1, open: 1, inUse: 0 })
+  })
+
   it('a statement refused by a Client that is no longer queryable is retried only when it is the whole call', async () => {
     // A driver whose first connection arrives already ended: its Client refuses every statement
     // without writing a byte ("Client was closed and is not queryable").
