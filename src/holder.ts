@@ -280,6 +280,7 @@ export class Holder<C> {
       if (await this.#usable(slot)) {
         await this.#giveBack(slot)
       } else {
+        // Broken under the call (already dropped if a pipelined check failed): never reused.
         this.#endCall(slot)
         this.#drop(slot, undefined)
         this.#callEnded(slot)
@@ -344,18 +345,19 @@ export class Holder<C> {
   }
 
   /**
-   * Closes idle connections past their idle or lifetime deadline. Runs on the idle timer; call it
-   * from a Durable Object alarm, where timers do not outlive the request that set them.
+   * Closes idle connections past their idle or lifetime deadline, and resolves once every close
+   * in progress has finished (also those the idle timer or a release started). Runs on the idle
+   * timer; call it from a Durable Object alarm, where timers do not outlive the request that set
+   * them, or to wait until the connections closed so far are really gone (warmconn/vercel).
    */
   async sweep(now = Date.now()): Promise<void> {
-    const closing: Promise<void>[] = []
     for (const slot of [...this.#slots]) {
       if (slot.state !== 'IDLE') continue
       const idleMs = now - slot.lastUsedAt
-      if (idleMs >= this.options.idleTimeoutMs) closing.push(this.#retireIdle(slot, idleMs))
-      else if (now >= slot.expiresAt) closing.push(this.#retireLifetime(slot, now))
+      if (idleMs >= this.options.idleTimeoutMs) void this.#retireIdle(slot, idleMs)
+      else if (now >= slot.expiresAt) void this.#retireLifetime(slot, now)
     }
-    await Promise.all(closing)
+    await Promise.all(this.#closing)
     this.#armIdleTimer()
   }
 

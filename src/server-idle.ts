@@ -34,17 +34,18 @@ export function sessionIdleTimeout(requested: number | undefined, pooled: boolea
 }
 
 /**
- * Whether a connect failed because the target does not take the parameter; if so, remembers
- * that, so the next attempt (at once) goes without it.
+ * Whether a connect failed because the target does not take the parameter (and this is news);
+ * if so, remembers that, so the next attempt, at once, goes without it.
  */
 export function refusedIdleTimeout(err: unknown, host: string, port: number): boolean {
   const message = String((err as { message?: unknown } | null)?.message ?? '')
-  const code = (err as { code?: unknown } | null)?.code
   // PgBouncer names the parameter ("unsupported startup parameter: idle_session_timeout", or
-  // "options" for the -c form node-postgres sends); PostgreSQL before 14 does not know the setting.
-  const refused =
-    (/unsupported startup parameter/i.test(message) && /idle_session_timeout|: options/.test(message)) ||
-    ((code === '42704' || code === '22023') && /idle_session_timeout/.test(message))
-  if (refused) refusing.add(`${host}:${port}`)
-  return refused
+  // "options" for the -c form node-postgres sends); PostgreSQL before 14 does not know the
+  // setting (42704). Other proxies are taken at their word when they name it or the options.
+  const refused = /idle_session_timeout|startup parameter: options|unsupported (startup )?(parameter|option)/i.test(message)
+  const key = `${host}:${port}`
+  // Only news once: a refusal that comes again, without the parameter, is about something else.
+  if (!refused || refusing.has(key)) return false
+  refusing.add(key)
+  return true
 }

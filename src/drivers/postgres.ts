@@ -11,7 +11,7 @@ import { InvalidOptionError } from '../errors.js'
 import { Holder } from '../holder.js'
 import type { HolderOptions } from '../options.js'
 import { sharedHolder, stableKey } from '../registry.js'
-import { parseConnectionUrl, safeDecode, secretsOf } from '../url.js'
+import { parseConnectionUrl, safeDecode, secretsOf, tlsDefault } from '../url.js'
 import { ARRAY_TYPES_QUERY, BUILT_IN_ARRAY_TYPES, installArrayTypes, knownArrayTypes, rememberArrayTypes, type TypeTables } from './postgres-arrays.js'
 import { watchSession } from './postgres-session.js'
 import { isServerPid, looksLikePooler } from '../pooler.js'
@@ -238,23 +238,15 @@ function pidOf(query: BuiltQuery | undefined): number | undefined {
   return typeof pid === 'number' ? pid : undefined
 }
 
-const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '::1', '[::1]'])
-
-/**
- * postgres.js connects in plain text unless told otherwise. Across a network that would send
- * the password and data in the clear, so for any non-local host warmconn asks for TLS with
- * certificate verification, unless the URL (`sslmode=`) or the `ssl` option says otherwise.
- */
+/** warmconn's TLS default (see tlsDefault in url.ts), in postgres.js's words. */
 function withSecureDefault(url: URL, host: string | string[] | undefined, pgOptions: PostgresOptions): PostgresOptions {
   const list = Array.isArray(host) ? host : [host ?? '']
   if (!list.every((h) => typeof h === 'string')) throw new InvalidOptionError('postgres.host', 'expected a host name or an array of them')
-  if ('ssl' in pgOptions || url.searchParams.has('sslmode') || url.searchParams.has('ssl')) return pgOptions
-  const hosts = list.flatMap((h) => h.split(','))
-  if (hosts.every((h) => LOCAL_HOSTS.has(h.replace(/:\d+$/, '')) || h.startsWith('/'))) return pgOptions
+  const tls = tlsDefault(url, list.flatMap((h) => h.split(',')), 'ssl' in pgOptions)
+  if (!tls) return pgOptions
   // postgres.js sends no server name for an IP address, and Node then checks the certificate
   // against "localhost"; naming the host makes the check be against the address itself.
-  const only = hosts.length === 1 ? hosts[0]! : undefined
-  if (only && /^[\d.]+$|:/.test(only)) return { ...pgOptions, ssl: { host: only.replace(/^\[|\]$/g, '') } as never }
+  if (tls.ipAddress) return { ...pgOptions, ssl: { host: tls.ipAddress } as never }
   return { ...pgOptions, ssl: 'verify-full' }
 }
 

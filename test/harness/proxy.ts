@@ -123,6 +123,13 @@ export async function startProxy(target: { host: string; port: number }, opts: P
     upstream.on('close', (hadError) => {
       if (hadError && !link.dead) client.resetAndDestroy()
     })
+    // Counted as bytes reach the proxy, before any delay: what the client did, not the network.
+    let serverSpoke = true
+    client.on('data', () => {
+      if (serverSpoke && !link.dead) flights++
+      serverSpoke = false
+    })
+    upstream.on('data', () => void (serverSpoke = true))
     forward(client, upstream, link, () => oneWayDelayMs)
     forward(upstream, client, link, () => oneWayDelayMs)
   })
