@@ -65,12 +65,6 @@ export interface DriverConnection<C> {
    */
   readonly lazy?: boolean
   /**
-   * The session's idle_session_timeout in ms (0: off), when the driver reads it while connecting,
-   * at no extra round trip. Lets the holder tell an idle-session timeout from other closes when
-   * the driver reports no code for them.
-   */
-  readonly idleSessionTimeoutMs?: number | undefined
-  /**
    * The connection reaches PostgreSQL itself, not a transaction pooler (see pooler.ts). Only then
    * does the holder use `probe`. Read when needed: a lazy connection learns it from its handshake.
    */

@@ -247,7 +247,7 @@ export class Holder<C> {
           slot.conn!.destroy()
           let delayMs: number
           try {
-            delayMs = this.#retryDelay(err, slot.connect)
+            delayMs = this.#retryDelay(err, seen, slot.connect)
           } catch (final) {
             this.#connectFailed(final, slot.connect.attempts)
             this.#counts.failures++
@@ -617,7 +617,7 @@ export class Holder<C> {
       try {
         return await this.#openOnce(slot, timeoutMs, lazy)
       } catch (err) {
-        await sleep(this.#retryDelay(err, slot.connect))
+        await sleep(this.#retryDelay(err, this.#driver.classify(err), slot.connect))
       }
     }
   }
@@ -627,11 +627,10 @@ export class Holder<C> {
    * credentials or configuration, not transient, out of retries or budget), or counts a retry and
    * returns its backoff (full jitter below a doubling ceiling).
    */
-  #retryDelay(err: unknown, connect: ConnectTry): number {
+  #retryDelay(err: unknown, seen: Classified, connect: ConnectTry): number {
     const o = this.options
     const attempt = connect.attempts
     const secrets = this.#driver.secrets
-    const seen = this.#driver.classify(err)
     if (seen.retryNow && attempt <= o.connectRetries) return 0
     const detail = redact(err instanceof Error ? err.message : String(err), secrets)
     const failure = { seen, detail, where: `${this.#driver.target} (${this.#driver.name})`, cause: { cause: safeCause(err, secrets) }, attempts: attempt }
@@ -683,7 +682,6 @@ export class Holder<C> {
         code,
         idleMs: Date.now() - slot.lastUsedAt,
         idleTimeoutMs: this.options.idleTimeoutMs,
-        serverIdleSessionTimeoutMs: slot.conn.idleSessionTimeoutMs,
         target: this.#driver.target,
       }))
     }
@@ -772,10 +770,21 @@ export class Holder<C> {
     this.#armIdleTimer()
   }
 
-  /** Waits out the driver's work on `slot`; false once the slot was lost meanwhile (dropped, closed). */
+  /**
+   * Waits out the driver's work on `slot`, as long as a ping may take: work that outlasts that on
+   * an idle connection means a connection gone silent, which is dropped like one that failed its
+   * ping. False once the slot was lost (dropped, closed).
+   */
   async #maintained(slot: Slot<C>): Promise<boolean> {
-    await slot.maintaining
+    const timedOut = await withTimeout(slot.maintaining!.then(() => false), this.options.pingTimeoutMs, () => new PingTimeout()).catch(() => true)
     slot.maintaining = undefined
+    if (timedOut) {
+      const idleMs = Date.now() - slot.lastUsedAt
+      this.#counts.revalidateFailures++
+      this.#events.emit('revalidateFail', { connectionId: slot.id, idleMs, code: 'PING_TIMEOUT', timedOut: true })
+      this.#drop(slot, 'PING_TIMEOUT')
+      return false
+    }
     if (slot.state === 'CLOSED') return false
     if (slot.broken) return this.#drop(slot, undefined), false
     return true
