@@ -5,8 +5,8 @@ import { withWarmconn } from '../../src/lambda/index.js'
 import { query, sslFromEnv } from './query.js'
 
 const db = warmPostgres(process.env.DATABASE_URL, {
-  staleAfterMs: Number(process.env.BENCH_STALE_AFTER_MS ?? 5_000),
-  idleTimeoutMs: Number(process.env.BENCH_IDLE_TIMEOUT_MS ?? 60_000),
+  ...(process.env.BENCH_STALE_AFTER_MS ? { staleAfterMs: Number(process.env.BENCH_STALE_AFTER_MS) } : {}),
+  ...(process.env.BENCH_IDLE_TIMEOUT_MS ? { idleTimeoutMs: Number(process.env.BENCH_IDLE_TIMEOUT_MS) } : {}),
   postgres: { ssl: sslFromEnv(), onnotice: () => {} },
 })
 
