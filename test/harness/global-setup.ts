@@ -12,25 +12,41 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { serverOsUser } from './os-user.js'
 import { PG_BIN_DIR_ENV, shareableBinaries } from './pg-binaries.js'
-import { describeProcesses, killAll, listProcesses, markedWith, RUN_MARKER_ENV } from './processes.js'
+import { INSTALL_COMMAND } from './runtimes.js'
+import { testedCompatibilityDate, workerRuntime, wranglerConfig, wranglerDateUnsupported } from './workerd.js'
+import { describeProcesses, isEsbuildService, killAll, listProcesses, markedWith, RUN_MARKER_ENV, type ProcessInfo } from './processes.js'
 
-export default function setup(): () => void {
+const GRACE_MS = 3_000
+
+export default function setup(): () => Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'warmconn-test-'))
   // The servers run as the `postgres` OS user when we are root: it must pass through (not list).
   chmodSync(dir, 0o711)
   process.env.TMPDIR = dir
   // Every process started from here on carries it (the CI runner may have set one for its suite).
   const marker = (process.env[RUN_MARKER_ENV] ??= randomUUID())
+  if (wranglerDateUnsupported && !process.env.WARMCONN_COMPATIBILITY_DATE) {
+    console.log(
+      `note: the Workers tests run on compatibility date ${testedCompatibilityDate}, the newest workerd ${workerRuntime.workerd} knows; ` +
+        `wrangler.toml's ${wranglerConfig.compatibilityDate} runs on today's workerd: ${INSTALL_COMMAND}, then npm test runs it`,
+    )
+  }
   if (!process.env.DATABASE_URL) {
     const shared = shareableBinaries(serverOsUser())
     if (shared) process.env[PG_BIN_DIR_ENV] = shared
   }
 
-  return function teardown(): void {
-    const all = listProcesses()
-    // vitest's own children (its workers, still exiting, and esbuild) are vitest's to end; the
-    // CI runner checks for them once vitest has exited. What they started is not.
-    const left = markedWith(marker, all).filter((p) => p.pid !== process.pid && p.ppid !== process.pid && !isAncestor(p.pid, all))
+  return async function teardown(): Promise<void> {
+    // vitest's own children (its workers, still exiting) are vitest's to end; the CI runner checks
+    // for them once vitest has exited. What they started is not. esbuild's service process leaves
+    // by itself when the worker that started it has gone. A moment's grace for what is exiting.
+    const leftOver = (): ProcessInfo[] => {
+      const all = listProcesses()
+      return markedWith(marker, all).filter((p) => p.pid !== process.pid && p.ppid !== process.pid && !isEsbuildService(p) && !isAncestor(p.pid, all))
+    }
+    const deadline = Date.now() + GRACE_MS
+    let left: ProcessInfo[]
+    while ((left = leftOver()).length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100))
     killAll(left)
     rmSync(dir, { recursive: true, force: true, maxRetries: 5 })
     if (left.length > 0) {
