@@ -28,7 +28,7 @@ export default function setup(): () => Promise<void> {
   if (wranglerDateUnsupported && !process.env.WARMCONN_COMPATIBILITY_DATE) {
     console.log(
       `note: the Workers tests run on compatibility date ${testedCompatibilityDate}, the newest workerd ${workerRuntime.workerd} knows; ` +
-        `wrangler.toml's ${wranglerConfig.compatibilityDate} runs on today's workerd: ${INSTALL_COMMAND}, then npm test runs it`,
+        `wrangler.toml's ${wranglerConfig.compatibilityDate} needs a newer one: npm test runs it on today's workerd (${INSTALL_COMMAND})`,
     )
   }
   if (!process.env.DATABASE_URL) {
