@@ -15,11 +15,18 @@ import { createInterface } from 'node:readline'
 /** A holder's client, whatever the driver: postgres.js's `sql`, pg's `Client`. */
 type Client = any
 
+/** The part of a holder the child uses, the same for every driver. */
+interface Holder {
+  run<T>(fn: (client: Client) => Promise<T>, options?: { idempotent?: boolean }): Promise<T>
+  stats(): unknown
+  on(event: string, fn: (payload: unknown) => void): unknown
+}
+
 export interface DriverEntry {
   /** The package entry point, e.g. `warmconn/postgres`. */
   module: string
   /** Creates the holder from that module's exports. */
-  open(exports: any, url: string, options: Record<string, unknown>): { run<T>(fn: (client: Client) => Promise<T>): Promise<T>; stats(): unknown; on(event: string, fn: (payload: unknown) => void): unknown }
+  open(exports: any, url: string, options: Record<string, unknown>): Holder
   /** Runs one statement through the simple protocol and returns its rows. */
   exec(client: Client, text: string): Promise<Record<string, unknown>[]>
 }
@@ -34,7 +41,7 @@ export const DRIVERS: Record<string, DriverEntry> = {
 
 /** What the parent sends. */
 export type Command =
-  | { op: 'query'; text: string }
+  | { op: 'query'; text: string; idempotent?: boolean }
   /** Runs the statements and returns, leaving whatever transaction they opened. */
   | { op: 'abandon'; statements: string[] }
   /** Runs the statements, then throws. */
@@ -60,7 +67,7 @@ async function main(): Promise<void> {
   const handle = async (command: Command): Promise<Record<string, unknown>[]> => {
     switch (command.op) {
       case 'query':
-        return holder.run((client) => driver.exec(client, command.text))
+        return holder.run((client) => driver.exec(client, command.text), { idempotent: command.idempotent === true })
       case 'abandon':
         return holder.run(async (client) => {
           for (const text of command.statements) await driver.exec(client, text)
