@@ -4,7 +4,8 @@
  *   Worker sends each query to it over RPC.
  * - Hyperdrive mode, when a HYPERDRIVE binding exists: a connection per request through Hyperdrive.
  * - Per-request mode, with WARMCONN_MODE = "per-request": a connection per request to DATABASE_URL.
- * DATABASE_URL and the WARMCONN_*_MS overrides are read as on Lambda (optionsFromEnv).
+ * DATABASE_URL and the WARMCONN_* overrides are read as on Lambda (optionsFromEnv); a misspelt
+ * one is answered 500 naming it and the nearest known name.
  */
 import type { DurableObjectLocationHint, DurableObjectNamespace, ExecutionContext } from '@cloudflare/workers-types'
 import { InvalidOptionError, optionsFromEnv, type Holder } from '../src/index.js'
@@ -14,6 +15,7 @@ import {
   hyperdriveScope,
   warmClient,
   withRequestScope,
+  workerEnvNames,
   type ConnectionSettings,
   type HyperdriveBinding,
   type WarmClient,
@@ -46,10 +48,10 @@ export default {
 // between requests would tie one request to another's I/O.
 function serve(req: AppRequest, env: Env, ctx: ExecutionContext): Promise<AppResponse> {
   const hyperdrive = env.HYPERDRIVE
-  if (hyperdrive) return perRequest(req, ctx, () => hyperdriveScope(hyperdrive, optionsFromEnv(env)))
+  if (hyperdrive) return perRequest(req, ctx, () => hyperdriveScope(hyperdrive, envOptions(env)))
   const mode = env.WARMCONN_MODE || 'durable-object'
   if (mode === 'per-request') {
-    return perRequest(req, ctx, () => ({ url: env.DATABASE_URL, options: optionsFromEnv(env) }))
+    return perRequest(req, ctx, () => ({ url: env.DATABASE_URL, options: envOptions(env) }))
   }
   if (mode === 'durable-object') return createApp(clientDb(() => warmClient(env.WARMCONN, clientOptions(env))))(req)
   return createApp(failingDb(new InvalidOptionError('WARMCONN_MODE', 'expected "durable-object" or "per-request"')))(req)
@@ -63,6 +65,11 @@ async function perRequest(req: AppRequest, ctx: ExecutionContext, settings: () =
     // routes, so 404 and 405 do not depend on the configuration; database routes answer 500.
     return createApp(failingDb(err))(req)
   }
+}
+
+/** The WARMCONN_* overrides; this Worker's own WARMCONN_MODE, _SHARDS and _LOCATION_HINT are not typos. */
+function envOptions(env: Env): ReturnType<typeof optionsFromEnv> {
+  return optionsFromEnv(env, { allow: workerEnvNames })
 }
 
 function holderDb(holder: Holder<Sql>): AppDb {

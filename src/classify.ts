@@ -7,11 +7,12 @@ import type { Classified } from './driver.js'
 
 // Wrong credentials: a retry cannot succeed and would only lock the account or flood the log.
 const AUTH = new Set(['28P01', '28000', 'SASL_SIGNATURE_MISMATCH'])
-// The server or the client refuses the configuration itself: unknown database, TLS trust failure.
-const CONFIG = new Set([
-  '3D000', '42704', '0A000', 'AUTH_TYPE_NOT_IMPLEMENTED', 'ENOTFOUND',
+// The server or the client refuses the configuration itself: unknown database, no such host.
+const CONFIG = new Set(['3D000', '42704', '0A000', 'AUTH_TYPE_NOT_IMPLEMENTED', 'ENOTFOUND'])
+// TLS could not be set up: Node's certificate checks, and our code for a server without TLS.
+const TLS = new Set([
   'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'CERT_HAS_EXPIRED', 'ERR_TLS_CERT_ALTNAME_INVALID', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED', 'ERR_TLS_CERT_ALTNAME_INVALID', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'TLS_REFUSED',
 ])
 // Only ever raised while opening a connection, so no statement of the caller was sent.
 const TRANSIENT = new Set([
@@ -23,6 +24,11 @@ const CONNECTION = new Set([
   '57P01', '57P02', '08000', '08003', '08006', 'CONNECTION_CLOSED', 'CONNECTION_DESTROYED',
   'CONNECTION_ENDED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ERR_STREAM_DESTROYED', 'ERR_SOCKET_CLOSED',
 ])
+
+/** Whether `code` says TLS could not be set up (untrusted certificate, no TLS on the server...). */
+export function isTlsCode(code: string | undefined): boolean {
+  return code !== undefined && (TLS.has(code) || code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || code.startsWith('CERT_'))
+}
 
 export function errorCode(err: unknown): string | undefined {
   if (!err || typeof err !== 'object') return undefined
@@ -36,7 +42,7 @@ export function classifyCode(code: string | undefined, extra?: (code: string | u
   if (own) return own
   if (code === undefined) return { kind: 'query', code, notSent: false }
   if (AUTH.has(code)) return { kind: 'auth', code, notSent: true }
-  if (CONFIG.has(code) || code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL')) return { kind: 'config', code, notSent: true }
+  if (CONFIG.has(code) || isTlsCode(code)) return { kind: 'config', code, notSent: true }
   if (TRANSIENT.has(code)) return { kind: 'transient', code, notSent: true }
   if (CONNECTION.has(code)) return { kind: 'connection', code, notSent: false }
   return { kind: 'query', code, notSent: false }

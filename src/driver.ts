@@ -29,8 +29,21 @@ export interface Classified {
 export interface OpenOptions {
   connectTimeoutMs: number
   applicationName: string
-  /** Called once if the connection closes or breaks on its own, e.g. the backend was terminated. */
-  onBroken: () => void
+  /**
+   * Called once if the connection closes or breaks on its own, e.g. the backend was terminated;
+   * with the server's code for it when the driver is told (`57P05` idle-session timeout).
+   */
+  onBroken: (code?: string) => void
+  /**
+   * The caller can run again if the connect fails (a `run`, not a lease): the driver may do no
+   * I/O in open() and let the caller's first statement carry the handshake, so a cold call costs
+   * no round trip beyond the handshake itself. It then returns a `lazy` connection.
+   */
+  lazy: boolean
+  /** A lazy connection calls this once the server has authenticated it, with the backend pid if known. */
+  onReady: (backendPid: number | undefined) => void
+  /** The `pooled` option: true or false when the user said, undefined to detect. */
+  pooled: boolean | undefined
 }
 
 export interface DriverConnection<C> {
@@ -38,8 +51,41 @@ export interface DriverConnection<C> {
   readonly client: C
   /** The server process serving this connection, when the driver learns it while connecting. */
   readonly backendPid?: number | undefined
+  /**
+   * Opened without I/O: the caller's first statement connects it. Until `onReady`, a connect
+   * failure (auth, configuration, refused, reset) surfaces as that statement's error, and the
+   * holder treats it as a failed connect attempt, nothing having been sent.
+   */
+  readonly lazy?: boolean
+  /**
+   * The session's idle_session_timeout in ms (0: off), when the driver reads it while connecting,
+   * at no extra round trip. Lets the holder tell an idle-session timeout from other closes when
+   * the driver reports no code for them.
+   */
+  readonly idleSessionTimeoutMs?: number | undefined
+  /**
+   * The connection reaches PostgreSQL itself, not a transaction pooler (see pooler.ts). Only then
+   * does the holder use `probe`. Read when needed: a lazy connection learns it from its handshake.
+   */
+  readonly direct?: boolean
+  /**
+   * Optional: called when the connection goes back to idle, so the driver can use the idle moment
+   * for work of its own (postgres.js: the array-type lookup, once per database). The holder hands
+   * the connection out again only after it settles, so no caller's statement is ever pipelined
+   * behind it.
+   */
+  maintain?(): Promise<void> | undefined
   /** One cheap round trip. The holder bounds it with `pingTimeoutMs`. */
   ping(): Promise<void>
+  /**
+   * Optional: a liveness check pipelined ahead of whatever the caller sends next on this
+   * connection, so both go out in one flight. Resolves when the server's answer to the check
+   * arrives, which the server sends (and flushes) before it reads the caller's statements. The
+   * holder uses it for a stale idempotent call instead of `ping()`, saving the round trip; it
+   * bounds it with `pingTimeoutMs`, and if it fails or stays silent destroys the connection
+   * (which fails the caller's statements) and replays the call on a new one.
+   */
+  probe?(): Promise<void>
   /** Best knowledge, without a round trip, of whether a transaction was left open. */
   inTransaction(): boolean
   /** Ends any open or aborted transaction with ROLLBACK. Never commits. */
@@ -57,6 +103,11 @@ export interface Driver<C> {
   readonly secrets: readonly string[]
   /** The target without credentials, e.g. `app@db.example.com:5432/shop`, for messages. */
   readonly target: string
+  /**
+   * True when the driver names prepared statements on its own (postgres.js with `prepare` on):
+   * a 26000 then means a transaction pooler is in between, and the holder warns once.
+   */
+  readonly namedStatements?: boolean
   open(options: OpenOptions): Promise<DriverConnection<C>>
   classify(err: unknown): Classified
 }

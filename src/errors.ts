@@ -25,9 +25,12 @@ export class WarmconnError extends Error {
   }
 }
 
-/** An option (or environment variable) is unknown, missing or out of range. Thrown at construction. */
+/**
+ * An option, environment variable or call argument is unknown, missing, out of range or
+ * contradicts another. Thrown at construction, or by the call before it does any I/O.
+ */
 export class InvalidOptionError extends WarmconnError {
-  /** The option or environment variable at fault, e.g. `staleAfterMs` or `WARMCONN_IDLE_TIMEOUT_MS`. */
+  /** What is at fault: an option (`staleAfterMs`), a variable (`WARMCONN_IDLE_TIMEOUT_MS`) or an argument (`fn`, `text`). */
   readonly option: string
   constructor(option: string, problem: string) {
     super('WARMCONN_INVALID_OPTION', `Invalid option "${option}": ${problem}`)
@@ -46,13 +49,33 @@ export class AuthError extends WarmconnError {
   }
 }
 
-/** The server rejected the configuration (no such database 3D000, bad TLS setup...). Never retried. */
+/**
+ * The connection settings cannot work: the server refused them (no such database 3D000), or the
+ * connection never got that far (HostNotFoundError, TlsError). Never retried.
+ */
 export class ConfigRejectedError extends WarmconnError {
+  /** The SQLSTATE, or the driver's code when no server answered (`ENOTFOUND`, a TLS code). */
   readonly sqlState: string | undefined
   constructor(message: string, sqlState: string | undefined, options?: ErrorOptions) {
     super('WARMCONN_CONFIG_REJECTED', message, options)
     this.name = 'ConfigRejectedError'
     this.sqlState = sqlState
+  }
+}
+
+/** The host name in the connection settings does not resolve (DNS `ENOTFOUND`): no server was reached. Never retried. */
+export class HostNotFoundError extends ConfigRejectedError {
+  constructor(message: string, sqlState: string | undefined, options?: ErrorOptions) {
+    super(message, sqlState, options)
+    this.name = 'HostNotFoundError'
+  }
+}
+
+/** TLS could not be set up: the certificate is not trusted, or the server does not offer TLS. Never retried. */
+export class TlsError extends ConfigRejectedError {
+  constructor(message: string, sqlState: string | undefined, options?: ErrorOptions) {
+    super(message, sqlState, options)
+    this.name = 'TlsError'
   }
 }
 

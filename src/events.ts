@@ -4,6 +4,15 @@
  * @module
  */
 
+/**
+ * A setup that cannot do what was meant, seen only at run time:
+ * - `WARMCONN_WARN_IDLE_SESSION_TIMEOUT`: the server ended a session warmconn had idle for less
+ *   than idleTimeoutMs (its idle_session_timeout is lower), so the server closes first, every time.
+ * - `WARMCONN_WARN_PREPARED_STATEMENTS`: a call failed with 26000 (prepared statement does not
+ *   exist) while the driver names prepared statements: a transaction pooler is in between.
+ */
+export type WarningCode = 'WARMCONN_WARN_IDLE_SESSION_TIMEOUT' | 'WARMCONN_WARN_PREPARED_STATEMENTS'
+
 export interface HolderEvents {
   /** A connection was opened; `replaced` when it takes the place of one that died. */
   connectSuccess: { connectionId: number; backendPid: number | undefined; durationMs: number; attempts: number; replaced: boolean }
@@ -27,10 +36,20 @@ export interface HolderEvents {
   sessionReset: { connectionId: number; ok: boolean }
   /** A call is being run again on a new connection (idempotent, or provably never sent). */
   replay: { code: string | undefined; idempotent: boolean }
+  /**
+   * A call or lease gave its connection back: `kept` when it went back to idle (or to a waiting
+   * caller), not when it was retired or destroyed.
+   */
+  release: { connectionId: number; kept: boolean }
   /** A call held its connection past its deadline; the connection was destroyed, the call failed. */
   callTimeout: { connectionId: number; timeoutMs: number }
   /** The holder was closed. */
   close: { connections: number; destroyed: number }
+  /**
+   * A misconfiguration seen at run time (see WarningCode), at most once per holder per code. With
+   * no listener it goes to console.warn instead. The message names the fix, never a secret.
+   */
+  warning: { code: WarningCode; message: string }
 }
 
 export type HolderEventName = keyof HolderEvents

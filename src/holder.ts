@@ -5,22 +5,23 @@
  * invocations) fires no timers; timers only close idle connections early in a live process.
  * @module
  */
-import type { Driver, DriverConnection } from './driver.js'
+import type { Classified, Driver, DriverConnection } from './driver.js'
 import {
   AcquireTimeoutError,
-  AuthError,
   CallTimeoutError,
   ClosedError,
-  ConfigRejectedError,
   CrossRequestError,
   ConnectError,
   ConnectionLostError,
+  InvalidOptionError,
   WarmconnError,
   redact,
   safeCause,
 } from './errors.js'
+import { connectFailure } from './connect-failure.js'
 import { Emitter, type HolderEventName, type Listener } from './events.js'
-import { checkTimeout, resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
+import { checkRunOptions, checkTimeout, describe, resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
+import { idleSessionWarning, preparedStatementWarning, type Warning } from './warnings.js'
 import { deadlineTimer, settle, sleep, withTimeout, type DeadlineTimer } from './timer.js'
 
 /**
@@ -51,10 +52,31 @@ interface Slot<C> {
   broken: boolean
   /** Bound to the request that opened the connection, on runtimes that bind I/O to requests. */
   context: RequestContextProbe | undefined
-  /** While a call holds the connection: when it is cut off (epoch ms), and how. */
+  /** While a call or lease holds the connection: when it is cut off (epoch ms), its bound, and who to tell. */
   callDeadlineAt: number
-  cutOff: ((err: Error) => void) | undefined
+  callTimeoutMs: number
+  cutOff: (() => void) | undefined
+  /** A pipelined liveness check in flight under a stale idempotent call: true if it was answered. */
+  probe: Promise<boolean> | undefined
+  /**
+   * The server has authenticated this connection. False only for a lazy connection whose first
+   * statement has not yet carried the handshake: a connect failure there is not a call failure.
+   */
+  proven: boolean
+  /** The connect that made this connection (for a lazy one, still in progress). */
+  connect: ConnectTry
+  /** The driver's own work on the idle connection (DriverConnection.maintain), awaited before it is handed out. */
+  maintaining: Promise<void> | undefined
 }
+
+/** One caller's connect across attempts: a lazy connect's attempts fail inside the call. */
+interface ConnectTry {
+  attempts: number
+  startedAt: number
+}
+
+// Errors that, on a connection not yet authenticated, mean the connect failed: nothing was sent.
+const CONNECT_FAILURES = new Set(['auth', 'config', 'transient', 'connection'])
 
 interface Waiter<C> {
   /** Called with a connection handed over directly, or with nothing when capacity freed up. */
@@ -70,6 +92,31 @@ export interface RunOptions {
   idempotent?: boolean
   /** This call's own bound on holding the connection, instead of `callTimeoutMs`. */
   timeoutMs?: number
+}
+
+export interface LeaseOptions {
+  /** How long the lease may hold the connection, instead of `callTimeoutMs`; past it the connection is destroyed. */
+  timeoutMs?: number
+}
+
+/**
+ * A connection checked out of the holder until `release()`, for callers that cannot hand over a
+ * function (a pg.Pool-style `connect()`): the same lifecycle as `run`, with the end of the call
+ * in the caller's hands. Not replayed: the holder cannot know what the caller sent.
+ */
+export interface Lease<C> {
+  readonly client: C
+  /** The holder's id for this connection, as in its events. */
+  readonly connectionId: number
+  /** The server process behind it, when the driver learnt it while connecting. */
+  readonly backendPid: number | undefined
+  /**
+   * Gives the connection back: a transaction left open or aborted is rolled back first (never
+   * committed), a connection that broke is dropped. Calling it again does nothing.
+   */
+  release(): Promise<void>
+  /** Destroys the connection instead of giving it back (pg's `release(err)`). Calling it again does nothing. */
+  destroy(): void
 }
 
 export interface HolderStats {
@@ -123,7 +170,7 @@ export class Holder<C> {
   readonly #waiters: Waiter<C>[] = []
   readonly #events = new Emitter()
   readonly #idleTimer: DeadlineTimer
-  /** One timer for every call's deadline, armed for the earliest (see #within). */
+  /** One timer for every call's deadline, armed for the earliest (see #startCall). */
   readonly #callTimer: DeadlineTimer
   /** Slots a call holds now (a slot dropped by close() keeps its deadline). */
   readonly #calling = new Set<Slot<C>>()
@@ -141,6 +188,8 @@ export class Holder<C> {
   #closeResult: Promise<void> | undefined
   /** Resolvers waiting for a slot to leave (used by close()). */
   #onSlotGone: Array<() => void> = []
+  /** Warning codes already reported: each at most once per holder. */
+  readonly #warned = new Set<string>()
 
   constructor(driver: Driver<C>, options: HolderOptions = {}, hooks: HolderHooks = {}) {
     this.options = Object.freeze(resolveOptions(options))
@@ -157,14 +206,17 @@ export class Holder<C> {
    * @example const rows = await holder.run((sql) => sql`select * from users where id = ${id}`)
    */
   async run<T>(fn: (client: C) => Promise<T> | T, options: RunOptions = {}): Promise<T> {
-    const idempotent = options?.idempotent === true
-    const timeoutMs = options?.timeoutMs ?? this.options.callTimeoutMs
-    if (options?.timeoutMs !== undefined) checkTimeout('timeoutMs', timeoutMs)
+    // Before any I/O: a bad argument must fail as itself, not as a connect to a server.
+    if (typeof fn !== 'function') throw new InvalidOptionError('fn', `run() expects a function that receives the client, got ${describe(fn)}`)
+    checkRunOptions(options)
+    const idempotent = options.idempotent === true
+    const timeoutMs = options.timeoutMs ?? this.options.callTimeoutMs
     this.#counts.runs++
+    const tries: ConnectTry = { attempts: 0, startedAt: 0 }
     for (let attempt = 1; ; attempt++) {
       let slot: Slot<C>
       try {
-        slot = await this.#acquire()
+        slot = await this.#acquire(idempotent, tries)
       } catch (err) {
         this.#counts.failures++
         throw err
@@ -173,15 +225,9 @@ export class Holder<C> {
       try {
         result = await this.#within(slot, fn, timeoutMs)
       } catch (err) {
-        this.#endCall(slot)
         if (err instanceof CallTimeout) {
-          // Whatever fn is waiting for may never come (a silent network; a driver that never
-          // reports a reset): destroying the connection frees its place now and fails fn's later
-          // statements. Treated as a lost connection: replayed once only if idempotent, because
-          // the work may have run, or may still be running, on the server.
-          this.#drop(slot, 'WARMCONN_CALL_TIMEOUT')
-          this.#counts.callTimeouts++
-          this.#events.emit('callTimeout', { connectionId: slot.id, timeoutMs })
+          // Already destroyed (#timeOut). Treated as a lost connection: replayed once only if
+          // idempotent, because the work may have run, or may still be running, on the server.
           if (attempt === 1 && idempotent && !this.#closed) {
             this.#counts.replays++
             this.#events.emit('replay', { code: 'WARMCONN_CALL_TIMEOUT', idempotent: true })
@@ -190,15 +236,37 @@ export class Holder<C> {
           this.#counts.failures++
           throw new CallTimeoutError(timeoutMs, this.#driver.target)
         }
-        const seen = this.#driver.classify(err)
-        if (seen.kind === 'query' && !slot.broken) {
+        const seen = this.#classify(err)
+        if (!slot.proven && CONNECT_FAILURES.has(seen.kind)) {
+          // fn's first statement carried the handshake (a lazy connect) and the handshake failed:
+          // a failed connect attempt, under the connect policy, with nothing sent. fn runs again
+          // once a connection is open; that is not the call's one replay.
+          this.#endCall(slot)
+          this.#remove(slot)
+          slot.conn!.destroy()
+          let delayMs: number
+          try {
+            delayMs = this.#retryDelay(err, slot.connect)
+          } catch (final) {
+            this.#connectFailed(final, slot.connect.attempts)
+            this.#counts.failures++
+            throw final
+          }
+          await sleep(delayMs)
+          attempt--
+          continue
+        }
+        // A pipelined liveness check that went unanswered destroyed the connection under fn, so
+        // fn's error, whatever it says, is that of a lost connection.
+        if (seen.kind === 'query' && (await this.#usable(slot))) {
           // An SQL error or the caller's own exception: the connection is fine, the session may not be.
-          if (this.#leftOpen(slot)) await this.#cleanSession(slot)
-          this.#release(slot)
+          await this.#giveBack(slot)
           this.#counts.failures++
           throw err
         }
+        this.#endCall(slot)
         this.#drop(slot, seen.code)
+        this.#callEnded(slot)
         if (attempt === 1 && (idempotent || seen.notSent) && !this.#closed) {
           this.#counts.replays++
           this.#events.emit('replay', { code: seen.code, idempotent })
@@ -207,10 +275,58 @@ export class Holder<C> {
         this.#counts.failures++
         throw this.#lostError(err, seen.code, seen.notSent)
       }
-      this.#endCall(slot)
-      if (this.#leftOpen(slot)) await this.#cleanSession(slot)
-      this.#release(slot)
+      // fn's result stands even if a pipelined check failed (fn then never used the connection).
+      if (await this.#usable(slot)) {
+        await this.#giveBack(slot)
+      } else {
+        this.#endCall(slot)
+        this.#drop(slot, undefined)
+        this.#callEnded(slot)
+      }
       return result
+    }
+  }
+
+  /**
+   * Checks a connection out until the lease is released, on the same lifecycle as `run` (lazy
+   * connect, timestamps, stale ping, hygiene on release, deadline). Prefer `run`: only it can
+   * replay a call whose connection died.
+   * @example
+   * const lease = await holder.lease()
+   * try { await lease.client.query('begin'); ... } finally { await lease.release() }
+   */
+  async lease(options: LeaseOptions = {}): Promise<Lease<C>> {
+    const timeoutMs = this.#timeoutOf(options)
+    this.#counts.runs++
+    let slot: Slot<C>
+    try {
+      slot = await this.#acquire(false, undefined)
+    } catch (err) {
+      this.#counts.failures++
+      throw err
+    }
+    // The lease's connection is destroyed at its deadline; its client's pending queries then fail.
+    this.#startCall(slot, timeoutMs, undefined)
+    let done = false
+    const conn = slot.conn!
+    return {
+      client: conn.client,
+      connectionId: slot.id,
+      backendPid: conn.backendPid,
+      release: async () => {
+        if (done) return
+        done = true
+        // Not in a call any more: cut off at its deadline, already destroyed.
+        if (this.#calling.has(slot)) await this.#giveBack(slot)
+      },
+      destroy: () => {
+        if (done) return
+        done = true
+        if (!this.#calling.has(slot)) return
+        this.#endCall(slot)
+        this.#drop(slot, 'WARMCONN_LEASE_DESTROYED')
+        this.#callEnded(slot)
+      },
     }
   }
 
@@ -288,27 +404,47 @@ export class Holder<C> {
     this.#hooks.onClose?.()
   }
 
-  async #acquire(): Promise<Slot<C>> {
+  /**
+   * `idempotent`: a stale connection may be checked by a pipelined probe instead of a ping first.
+   * `tries`: the caller can run again if a connect fails under it (run, not lease), so a new
+   * connection may be lazy; its attempts are counted there.
+   */
+  async #acquire(idempotent: boolean, tries: ConnectTry | undefined): Promise<Slot<C>> {
     // Fixed at the first wait, so a caller handed a connection at once reads no extra clock.
     let deadline: number | undefined
     for (;;) {
       if (this.#closed) throw new ClosedError()
       const idle = this.#takeIdle()
       if (idle) {
+        if (!idle.proven) {
+          // Never connected (its call sent nothing): no socket to check, nothing to go stale. A
+          // lease cannot carry a lazy handshake, so it gets a connection opened for it instead.
+          if (tries) return this.#handOut(idle, 0)
+          this.#remove(idle)
+          idle.conn!.destroy()
+          continue
+        }
         const idleMs = this.#checkTimestamps(idle)
         if (idleMs === undefined) continue
+        if (idle.maintaining && !(await this.#maintained(idle))) continue
         // Used a moment ago: handed out with no await and no round trip (the hot path).
         if (idleMs < SETTLE_AFTER_IDLE_MS && idleMs < this.options.staleAfterMs) return this.#handOut(idle, idleMs)
-        if (await this.#revalidate(idle, idleMs)) return idle
+        if (await this.#revalidate(idle, idleMs, idempotent)) return idle
         continue
       }
-      if (this.#slots.size < this.options.maxConnections) return await this.#open()
+      if (this.#slots.size < this.options.maxConnections) return await this.#open(tries)
       deadline ??= Date.now() + this.options.acquireTimeoutMs
       const handed = await this.#wait(deadline)
       if (handed) {
         if (!sameRequest(handed)) {
           this.#forget(handed)
           throw new CrossRequestError()
+        }
+        if (handed.maintaining && !(await this.#maintained(handed))) continue
+        if (!handed.proven && !tries) {
+          this.#remove(handed)
+          handed.conn!.destroy()
+          continue
         }
         return this.#handOut(handed, 0)
       }
@@ -349,8 +485,12 @@ export class Holder<C> {
     return slot
   }
 
-  /** After a gap: lets a queued close land, then pings if idle past staleAfterMs (bounded). */
-  async #revalidate(slot: Slot<C>, idleMs: number): Promise<boolean> {
+  /**
+   * After a gap: lets a queued close land, then, if idle past staleAfterMs, checks the connection
+   * (bounded by pingTimeoutMs): for an idempotent call with a probe pipelined ahead of its first
+   * statement, otherwise with a ping before anything is sent.
+   */
+  async #revalidate(slot: Slot<C>, idleMs: number, idempotent: boolean): Promise<boolean> {
     // After a real gap (a freeze, a quiet spell) the server's goodbye may be queued unread; let it
     // land first. Back-to-back calls skip this event-loop turn: the hot path stays one round trip.
     if (idleMs >= SETTLE_AFTER_IDLE_MS) await settle()
@@ -358,6 +498,15 @@ export class Holder<C> {
     if (this.#closed) return this.#release(slot), false
     if (idleMs < this.options.staleAfterMs) {
       this.#handOut(slot, idleMs)
+      return true
+    }
+    // A call that may run twice can go out at once, in the probe's flight: if the probe goes
+    // unanswered the connection is destroyed and the call replayed. A write never may: it could
+    // land in a socket that is already dead, with an unknown outcome.
+    if (idempotent && slot.conn!.probe && slot.conn!.direct) {
+      slot.probe = this.#probe(slot, idleMs)
+      this.#counts.reused++
+      slot.state = 'ALLOCATED'
       return true
     }
     const started = Date.now()
@@ -379,17 +528,41 @@ export class Holder<C> {
     return true
   }
 
-  async #open(): Promise<Slot<C>> {
+  /** Settles true when the probe is answered in time; otherwise destroys the connection, settles false. */
+  #probe(slot: Slot<C>, idleMs: number): Promise<boolean> {
+    const started = Date.now()
+    return withTimeout(slot.conn!.probe!(), this.options.pingTimeoutMs, () => new PingTimeout()).then(
+      () => {
+        this.#counts.revalidated++
+        this.#events.emit('revalidateSuccess', { connectionId: slot.id, idleMs, durationMs: Date.now() - started })
+        return true
+      },
+      (err: unknown) => {
+        const timedOut = err instanceof PingTimeout
+        const code = timedOut ? 'PING_TIMEOUT' : this.#driver.classify(err).code
+        this.#counts.revalidateFailures++
+        this.#events.emit('revalidateFail', { connectionId: slot.id, idleMs, code, timedOut })
+        this.#drop(slot, code)
+        return false
+      },
+    )
+  }
+
+  /**
+   * Opens a connection for a caller; `tries` (a run) allows a lazy one, counted as an attempt of
+   * that caller's connect until its first statement has carried the handshake (#onReady).
+   */
+  async #open(tries: ConnectTry | undefined): Promise<Slot<C>> {
+    const connect = tries ?? { attempts: 0, startedAt: 0 }
+    if (connect.attempts === 0) connect.startedAt = Date.now()
     const slot: Slot<C> = {
       id: ++this.#nextId, state: 'CONNECTING', conn: undefined,
       openedAt: 0, expiresAt: 0, lastUsedAt: 0, broken: false, context: requestContextProbe(),
-      callDeadlineAt: 0, cutOff: undefined,
+      callDeadlineAt: 0, callTimeoutMs: 0, cutOff: undefined, probe: undefined, proven: false, connect, maintaining: undefined,
     }
     this.#slots.add(slot)
-    const started = Date.now()
-    let attempts = 0
     try {
-      const conn = await this.#connect(slot, () => ++attempts)
+      const conn = await this.#connect(slot, tries !== undefined)
       if (this.#closed) {
         conn.destroy()
         throw new ClosedError()
@@ -398,72 +571,95 @@ export class Holder<C> {
       const jitter = Math.random() * this.options.maxLifetimeJitterMs
       Object.assign(slot, { conn, state: 'ALLOCATED', openedAt: now, lastUsedAt: now })
       slot.expiresAt = now + this.options.maxLifetimeMs - jitter
-      const replaced = this.#replacementsDue > 0
-      if (replaced) {
-        this.#replacementsDue--
-        this.#counts.reconnected++
-      }
-      this.#counts.opened++
-      this.#events.emit('connectSuccess', { connectionId: slot.id, backendPid: conn.backendPid, durationMs: now - started, attempts, replaced })
+      if (!conn.lazy) this.#connected(slot, conn.backendPid)
       return slot
     } catch (err) {
       this.#remove(slot)
-      this.#counts.connectFailures++
-      const code = err instanceof WarmconnError ? ((err as ConnectError).causeCode ?? err.code) : undefined
-      this.#events.emit('connectFail', { attempts, code, kind: err instanceof WarmconnError ? err.code : 'unknown' })
-      // Callers queued behind this connect share its outcome instead of each retrying in turn.
-      if (this.#slots.size === 0) for (const waiter of this.#waiters.splice(0)) waiter.fail(err as Error)
+      this.#connectFailed(err, connect.attempts)
       throw err
     }
   }
 
+  /** The server authenticated `slot`'s connection: a connect succeeded. */
+  #connected(slot: Slot<C>, backendPid: number | undefined): void {
+    if (slot.proven) return
+    slot.proven = true
+    const replaced = this.#replacementsDue > 0
+    if (replaced) {
+      this.#replacementsDue--
+      this.#counts.reconnected++
+    }
+    this.#counts.opened++
+    const { attempts, startedAt } = slot.connect
+    this.#events.emit('connectSuccess', { connectionId: slot.id, backendPid, durationMs: Date.now() - startedAt, attempts, replaced })
+    // Done: a later connect of the same caller (a replay) starts a budget of its own.
+    slot.connect.attempts = 0
+  }
+
+  #connectFailed(err: unknown, attempts: number): void {
+    this.#counts.connectFailures++
+    const code = err instanceof WarmconnError ? ((err as ConnectError).causeCode ?? err.code) : undefined
+    this.#events.emit('connectFail', { attempts, code, kind: err instanceof WarmconnError ? err.code : 'unknown' })
+    // Callers queued behind this connect share its outcome instead of each retrying in turn.
+    if (this.#slots.size === 0) for (const waiter of this.#waiters.splice(0)) waiter.fail(err as Error)
+  }
+
   /** Opens one connection, retrying transient failures with full-jitter backoff inside the budget. */
-  async #connect(slot: Slot<C>, countAttempt: () => number): Promise<DriverConnection<C>> {
+  async #connect(slot: Slot<C>, lazy: boolean): Promise<DriverConnection<C>> {
     const o = this.options
-    const started = Date.now()
-    const secrets = this.#driver.secrets
     for (;;) {
-      const attempt = countAttempt()
-      const remaining = o.connectBudgetMs - (Date.now() - started)
+      const remaining = o.connectBudgetMs - (Date.now() - slot.connect.startedAt)
       const timeoutMs = Math.max(1, Math.min(o.connectTimeoutMs, remaining))
+      slot.connect.attempts++
       try {
-        return await this.#openOnce(slot, timeoutMs)
+        return await this.#openOnce(slot, timeoutMs, lazy)
       } catch (err) {
-        const seen = this.#driver.classify(err)
-        const message = redact(err instanceof Error ? err.message : String(err), secrets)
-        const cause = { cause: safeCause(err, secrets) }
-        const where = `${this.#driver.target} (${this.#driver.name})`
-        if (seen.kind === 'auth') {
-          throw new AuthError(`Authentication failed for ${where} (not retried): ${message}`, seen.code, cause)
-        }
-        if (seen.kind === 'config') {
-          throw new ConfigRejectedError(`The server rejected the configuration for ${where} (not retried): ${message}`, seen.code, cause)
-        }
-        const ceiling = Math.min(o.connectBackoffMaxMs, o.connectBackoffBaseMs * 2 ** (attempt - 1))
-        const delayMs = Math.random() * ceiling
-        const retryable = seen.kind === 'transient' || seen.kind === 'connection'
-        // An attempt squeezed into the budget's last milliseconds could only time out, and would
-        // then report CONNECT_TIMEOUT instead of the failure that actually drove the retries.
-        const minAttemptMs = Math.min(o.connectTimeoutMs, MIN_ATTEMPT_MS)
-        const outOfBudget = Date.now() - started + delayMs + minAttemptMs > o.connectBudgetMs
-        if (!retryable || attempt > o.connectRetries || outOfBudget || this.#closed) {
-          const why = !retryable ? 'not a transient failure' : outOfBudget ? `another retry would pass connectBudgetMs (${o.connectBudgetMs} ms)` : `connectRetries (${o.connectRetries}) exhausted`
-          throw new ConnectError(`Could not connect to ${where} after ${attempt} attempt(s), ${why}: ${message}`, attempt, seen.code, cause)
-        }
-        this.#counts.connectRetries++
-        this.#events.emit('connectRetry', { attempt, delayMs: Math.round(delayMs), code: seen.code })
-        await sleep(delayMs)
+        await sleep(this.#retryDelay(err, slot.connect))
       }
     }
   }
 
+  /**
+   * What a failed connect attempt means: throws the typed error that ends the connect (bad
+   * credentials or configuration, not transient, out of retries or budget), or counts a retry and
+   * returns its backoff (full jitter below a doubling ceiling).
+   */
+  #retryDelay(err: unknown, connect: ConnectTry): number {
+    const o = this.options
+    const attempt = connect.attempts
+    const secrets = this.#driver.secrets
+    const seen = this.#driver.classify(err)
+    const detail = redact(err instanceof Error ? err.message : String(err), secrets)
+    const failure = { seen, detail, where: `${this.#driver.target} (${this.#driver.name})`, cause: { cause: safeCause(err, secrets) }, attempts: attempt }
+    // Worded for what happened (connect-failure.ts): no such host, TLS, refused credentials...
+    if (seen.kind === 'auth' || seen.kind === 'config') throw connectFailure(failure)
+    const ceiling = Math.min(o.connectBackoffMaxMs, o.connectBackoffBaseMs * 2 ** (attempt - 1))
+    const delayMs = Math.random() * ceiling
+    const retryable = seen.kind === 'transient' || seen.kind === 'connection'
+    // An attempt squeezed into the budget's last milliseconds could only time out, and would
+    // then report CONNECT_TIMEOUT instead of the failure that actually drove the retries.
+    const minAttemptMs = Math.min(o.connectTimeoutMs, MIN_ATTEMPT_MS)
+    const outOfBudget = Date.now() - connect.startedAt + delayMs + minAttemptMs > o.connectBudgetMs
+    if (!retryable || attempt > o.connectRetries || outOfBudget || this.#closed) {
+      const gaveUp = !retryable ? 'not a transient failure' : outOfBudget ? `another retry would pass connectBudgetMs (${o.connectBudgetMs} ms)` : `connectRetries (${o.connectRetries}) exhausted`
+      throw connectFailure({ ...failure, gaveUp })
+    }
+    this.#counts.connectRetries++
+    this.#events.emit('connectRetry', { attempt, delayMs: Math.round(delayMs), code: seen.code })
+    return delayMs
+  }
+
+
   /** One attempt, bounded even if the driver ignores its own timeout; a late success is destroyed. */
-  #openOnce(slot: Slot<C>, timeoutMs: number): Promise<DriverConnection<C>> {
+  #openOnce(slot: Slot<C>, timeoutMs: number, lazy: boolean): Promise<DriverConnection<C>> {
     let abandoned = false
     const opening = this.#driver.open({
       connectTimeoutMs: timeoutMs,
       applicationName: this.options.applicationName,
-      onBroken: () => this.#onBroken(slot),
+      onBroken: (code) => this.#onBroken(slot, code),
+      lazy,
+      onReady: (backendPid) => this.#connected(slot, backendPid),
+      pooled: this.options.pooled,
     })
     opening.then((conn) => abandoned && conn.destroy(), () => {})
     const grace = 250 // the driver's own timer should win; ours only guards against a driver that hangs
@@ -473,10 +669,61 @@ export class Holder<C> {
     })
   }
 
-  #onBroken(slot: Slot<C>): void {
+  #onBroken(slot: Slot<C>, code: string | undefined): void {
     slot.broken = true
+    // Closed while warmconn held it idle: the one moment an idle_session_timeout below
+    // idleTimeoutMs can be seen, for free (warnings.ts).
+    if ((slot.state === 'IDLE' || slot.state === 'VALIDATING') && slot.conn) {
+      this.#warn(idleSessionWarning({
+        code,
+        idleMs: Date.now() - slot.lastUsedAt,
+        idleTimeoutMs: this.options.idleTimeoutMs,
+        serverIdleSessionTimeoutMs: slot.conn.idleSessionTimeoutMs,
+        target: this.#driver.target,
+      }))
+    }
     // An idle connection that the server closed is dropped at once, freeing its place.
-    if (slot.state === 'IDLE') this.#drop(slot, undefined)
+    if (slot.state === 'IDLE') this.#drop(slot, code)
+  }
+
+  /** The driver's reading of an error a call ended with, noting once what it reveals about the setup. */
+  #classify(err: unknown): Classified {
+    const seen = this.#driver.classify(err)
+    if (seen.code === '26000' && this.#driver.namedStatements) this.#warn(preparedStatementWarning(this.#driver.target))
+    return seen
+  }
+
+  /** Reports a warning once per holder per code: as the `warning` event, or console.warn when nobody listens. */
+  #warn(warning: Warning | undefined): void {
+    if (!warning || this.#warned.has(warning.code)) return
+    this.#warned.add(warning.code)
+    if (this.#events.has('warning')) this.#events.emit('warning', warning)
+    else console.warn(`warmconn: ${warning.message} [${warning.code}]`)
+  }
+
+  /**
+   * Whether the connection under a call that just ended is still worth keeping: not broken, not
+   * dropped under the call, and its pipelined probe (if any) answered.
+   */
+  async #usable(slot: Slot<C>): Promise<boolean> {
+    const probe = slot.probe
+    if (probe !== undefined) {
+      slot.probe = undefined
+      if (!(await probe)) return false
+    }
+    return !slot.broken && slot.state !== 'CLOSED'
+  }
+
+  /** The end of a call or lease on a good connection: roll back what was left open, then back to idle. */
+  async #giveBack(slot: Slot<C>): Promise<void> {
+    this.#endCall(slot)
+    if (this.#leftOpen(slot)) await this.#cleanSession(slot)
+    this.#release(slot)
+    this.#callEnded(slot)
+  }
+
+  #callEnded(slot: Slot<C>): void {
+    if (this.#events.has('release')) this.#events.emit('release', { connectionId: slot.id, kept: slot.state !== 'CLOSED' })
   }
 
   /** Whether the caller left a transaction open on a connection still worth keeping. */
@@ -514,7 +761,19 @@ export class Holder<C> {
       return
     }
     slot.state = 'IDLE'
+    // Nobody waits for it: the driver may use the moment (e.g. a lookup), which the next caller awaits.
+    const work = slot.conn!.maintain?.()
+    if (work) slot.maintaining = work.catch(() => {})
     this.#armIdleTimer()
+  }
+
+  /** Waits out the driver's work on `slot`; false once the slot was lost meanwhile (dropped, closed). */
+  async #maintained(slot: Slot<C>): Promise<boolean> {
+    await slot.maintaining
+    slot.maintaining = undefined
+    if (slot.state === 'CLOSED') return false
+    if (slot.broken) return this.#drop(slot, undefined), false
+    return true
   }
 
   #wait(deadline: number): Promise<Slot<C> | undefined> {
@@ -593,18 +852,13 @@ export class Holder<C> {
   }
 
   /**
-   * Runs fn, rejecting with CallTimeout if it still holds the connection after timeoutMs. The hot
-   * path arms no timer of its own: one holder timer, due at the earliest deadline, stays armed
-   * while calls keep starting before it (deadlines only move later), and when it fires it cuts
-   * off what is late by timestamps and re-arms. Unref'd: a call in flight keeps its own socket,
-   * which holds the process open.
+   * Runs fn under the call's deadline, rejecting with CallTimeout if it still holds the connection
+   * then. A lazy connection's handshake happens inside the call, so it is given its connect bound too.
    */
   #within<T>(slot: Slot<C>, fn: (client: C) => Promise<T> | T, timeoutMs: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      slot.callDeadlineAt = Date.now() + timeoutMs
-      slot.cutOff = reject
-      this.#calling.add(slot)
-      this.#callTimer.armBy(slot.callDeadlineAt)
+      const boundMs = slot.proven ? timeoutMs : timeoutMs + this.options.connectTimeoutMs
+      this.#startCall(slot, boundMs, () => reject(new CallTimeout()))
       try {
         Promise.resolve(fn(slot.conn!.client)).then(resolve, reject)
       } catch (err) {
@@ -613,7 +867,21 @@ export class Holder<C> {
     })
   }
 
-  /** The call on `slot` has settled (run() calls this): its deadline no longer applies. */
+  /**
+   * Starts the deadline of a call or lease. The hot path arms no timer of its own: one holder
+   * timer, due at the earliest deadline, stays armed while calls keep starting before it
+   * (deadlines only move later), and when it fires it cuts off what is late by timestamps and
+   * re-arms. Unref'd: a call in flight keeps its own socket, which holds the process open.
+   */
+  #startCall(slot: Slot<C>, timeoutMs: number, cutOff: (() => void) | undefined): void {
+    slot.callDeadlineAt = Date.now() + timeoutMs
+    slot.callTimeoutMs = timeoutMs
+    slot.cutOff = cutOff
+    this.#calling.add(slot)
+    this.#callTimer.armBy(slot.callDeadlineAt)
+  }
+
+  /** The call or lease on `slot` has ended: its deadline no longer applies. */
   #endCall(slot: Slot<C>): void {
     slot.cutOff = undefined
     this.#calling.delete(slot)
@@ -623,11 +891,33 @@ export class Holder<C> {
     const now = Date.now()
     let next: number | undefined
     for (const slot of this.#calling) {
-      if (!slot.cutOff) continue
       if (slot.callDeadlineAt > now) next = Math.min(next ?? Infinity, slot.callDeadlineAt)
-      else slot.cutOff(new CallTimeout())
+      else this.#timeOut(slot)
     }
     if (next !== undefined) this.#callTimer.armBy(next)
+  }
+
+  /**
+   * Whatever the call is waiting for may never come (a silent network; a driver that never
+   * reports a reset): destroying the connection frees its place now and fails its later
+   * statements. The owner (run's promise) is told last, once the holder's books are straight.
+   */
+  #timeOut(slot: Slot<C>): void {
+    const notify = slot.cutOff
+    this.#endCall(slot)
+    this.#drop(slot, 'WARMCONN_CALL_TIMEOUT')
+    this.#counts.callTimeouts++
+    this.#events.emit('callTimeout', { connectionId: slot.id, timeoutMs: slot.callTimeoutMs })
+    this.#callEnded(slot)
+    notify?.()
+  }
+
+  /** The call's bound on holding its connection: its own `timeoutMs` (validated) or callTimeoutMs. */
+  #timeoutOf(options: { timeoutMs?: number } | undefined): number {
+    const timeoutMs = options?.timeoutMs
+    if (timeoutMs === undefined) return this.options.callTimeoutMs
+    checkTimeout('timeoutMs', timeoutMs)
+    return timeoutMs
   }
 
   #lostError(err: unknown, code: string | undefined, notSent: boolean): WarmconnError {

@@ -5,6 +5,7 @@
  * @module
  */
 import { InvalidOptionError } from './errors.js'
+import { nearest } from './nearest.js'
 
 export interface HolderOptions {
   /** A connection idle at least this long is pinged before use. Within it, use costs no extra round trip. */
@@ -44,9 +45,16 @@ export interface HolderOptions {
   closeTimeoutMs?: number
   /** `application_name` reported to the server, visible in pg_stat_activity. */
   applicationName?: string
+  /**
+   * The URL points at a transaction pooler (true: PgBouncer, RDS Proxy, Supavisor, Hyperdrive) or
+   * at PostgreSQL itself (false). Behind a pooler warmconn pipelines nothing and sends no session
+   * settings. Default: detected from known pooler hosts and ports, and from the pooler's own
+   * answer to the handshake (a cancel key that is not a process id).
+   */
+  pooled?: boolean | undefined
 }
 
-export type ResolvedOptions = Required<HolderOptions>
+export type ResolvedOptions = Required<Omit<HolderOptions, 'pooled'>> & { pooled: boolean | undefined }
 
 export const defaultOptions: ResolvedOptions = Object.freeze({
   staleAfterMs: 5_000,
@@ -64,6 +72,7 @@ export const defaultOptions: ResolvedOptions = Object.freeze({
   callTimeoutMs: 30_000,
   closeTimeoutMs: 5_000,
   applicationName: 'warmconn',
+  pooled: undefined,
 })
 
 const durations = [
@@ -92,7 +101,8 @@ export function resolveOptions(input: HolderOptions = {}, allowedExtra: readonly
   }
   for (const key of Object.keys(input)) {
     if (!(key in defaultOptions) && !allowedExtra.includes(key)) {
-      throw new InvalidOptionError(key, `unknown option; known options are ${Object.keys(defaultOptions).join(', ')}`)
+      const known = [...Object.keys(defaultOptions), ...allowedExtra]
+      throw new InvalidOptionError(key, `unknown option; did you mean ${nearest(key, known)}? Known options are ${known.join(', ')}`)
     }
   }
   const out = { ...defaultOptions }
@@ -119,10 +129,49 @@ export function resolveOptions(input: HolderOptions = {}, allowedExtra: readonly
     }
     out.applicationName = input.applicationName
   }
+  if (input.pooled !== undefined) {
+    if (typeof input.pooled !== 'boolean') throw new InvalidOptionError('pooled', `expected true, false or undefined (detect), got ${describe(input.pooled)}`)
+    out.pooled = input.pooled
+  }
   if (out.maxLifetimeJitterMs > out.maxLifetimeMs) {
     throw new InvalidOptionError('maxLifetimeJitterMs', 'must not exceed maxLifetimeMs')
   }
+  // Refused only when both were given: then the user chose both, and the ping they asked for can
+  // never run (a connection is closed at idleTimeoutMs before it is ever idle for staleAfterMs).
+  // Setting only idleTimeoutMs below the 5 s staleAfterMs default (connect per call, short idle
+  // in tests) is no contradiction: the user asked for no ping.
+  if (input.staleAfterMs !== undefined && input.idleTimeoutMs !== undefined && out.staleAfterMs >= out.idleTimeoutMs) {
+    throw new InvalidOptionError(
+      'staleAfterMs',
+      `${out.staleAfterMs} is not below idleTimeoutMs (${out.idleTimeoutMs}), so the ping it asks for can never run: a connection ` +
+        `is closed once idle for idleTimeoutMs, before it is ever idle for staleAfterMs. Lower staleAfterMs ` +
+        `(WARMCONN_STALE_AFTER_MS) or raise idleTimeoutMs (WARMCONN_IDLE_TIMEOUT_MS); to connect on every call, set only idleTimeoutMs`,
+    )
+  }
   return out
+}
+
+const RUN_OPTIONS = ['idempotent', 'timeoutMs']
+
+/**
+ * Validates the options of one call (`run`, a Durable Object query): cheap enough for the hot
+ * path, a loop over the keys given, so a typo such as `idempotant` is an error, not a call that
+ * silently is not idempotent.
+ */
+export function checkRunOptions(options: unknown): void {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new InvalidOptionError('options', `expected an object such as { idempotent: true, timeoutMs: 5000 }, got ${describe(options)}`)
+  }
+  for (const key in options) {
+    const value = (options as Record<string, unknown>)[key]
+    if (key === 'idempotent') {
+      if (value !== undefined && typeof value !== 'boolean') throw new InvalidOptionError('idempotent', `expected true or false, got ${describe(value)}`)
+    } else if (key === 'timeoutMs') {
+      if (value !== undefined) checkTimeout('timeoutMs', value)
+    } else {
+      throw new InvalidOptionError(key, `unknown call option; did you mean ${nearest(key, RUN_OPTIONS)}? Known call options are ${RUN_OPTIONS.join(', ')}`)
+    }
+  }
 }
 
 /** Validates a duration that must be at least 1 ms (a per-call `timeoutMs`, say), naming it in the error. */
@@ -138,38 +187,10 @@ function checkNumber(key: string, value: unknown, min: number): asserts value is
   if (value > MAX_TIMER_MS) throw new InvalidOptionError(key, `must be at most ${MAX_TIMER_MS} (about 24.8 days)`)
 }
 
-function describe(value: unknown): string {
+/** A value's kind for a message, never its text (a string may be a password pasted in the wrong place). */
+export function describe(value: unknown): string {
   if (typeof value === 'string') return `a string`
   if (typeof value === 'number') return String(value)
+  if (Array.isArray(value)) return 'an array'
   return value === null ? 'null' : typeof value
-}
-
-/** Environment variables the example functions read, and the option each one sets. */
-export const envOptionNames = {
-  WARMCONN_STALE_AFTER_MS: 'staleAfterMs',
-  WARMCONN_PING_TIMEOUT_MS: 'pingTimeoutMs',
-  WARMCONN_IDLE_TIMEOUT_MS: 'idleTimeoutMs',
-  WARMCONN_MAX_LIFETIME_MS: 'maxLifetimeMs',
-  WARMCONN_CONNECT_TIMEOUT_MS: 'connectTimeoutMs',
-  WARMCONN_CALL_TIMEOUT_MS: 'callTimeoutMs',
-} as const satisfies Record<string, keyof HolderOptions>
-
-/**
- * Reads the `WARMCONN_*_MS` overrides from an environment (process.env on Lambda, `env` on
- * Workers). An unparsable value is an error naming the variable, never silently ignored.
- * @example warmPostgres(process.env.DATABASE_URL!, optionsFromEnv(process.env))
- */
-export function optionsFromEnv(env: Record<string, unknown>): HolderOptions {
-  if (env === null || typeof env !== 'object') throw new InvalidOptionError('env', 'expected an object of environment variables')
-  const out: HolderOptions = {}
-  for (const [name, option] of Object.entries(envOptionNames)) {
-    const raw = env[name]
-    if (raw === undefined || raw === '') continue
-    const value = typeof raw === 'string' && /^\s*\d+\s*$/.test(raw) ? Number(raw) : NaN
-    if (!Number.isSafeInteger(value)) {
-      throw new InvalidOptionError(name, 'expected a whole number of milliseconds')
-    }
-    out[option] = value
-  }
-  return out
 }

@@ -12,7 +12,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context
 import fc from 'fast-check'
 import { WebSocket } from 'ws'
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
-import { Holder, InvalidOptionError, closeAll, optionsFromEnv } from '../src/index.js'
+import { Holder, InvalidOptionError, closeAll, envOptionNames, optionsFromEnv } from '../src/index.js'
 import { postgresDriver, warmPostgres } from '../src/drivers/postgres.js'
 import { warmNeon } from '../src/drivers/neon.js'
 import { withWarmconn } from '../src/lambda/index.js'
@@ -371,6 +371,24 @@ describe('the library, given malformed URLs and options', () => {
     const envValue = fc.oneof(fc.stringMatching(/^\s*-?\d{0,12}(\.\d)?\s*$/), fc.string({ maxLength: 8 }), value)
     const env = fc.dictionary(fc.constantFrom('WARMCONN_STALE_AFTER_MS', 'WARMCONN_PING_TIMEOUT_MS', 'WARMCONN_IDLE_TIMEOUT_MS', 'WARMCONN_MAX_LIFETIME_MS', 'WARMCONN_CONNECT_TIMEOUT_MS', 'WARMCONN_CALL_TIMEOUT_MS', 'PATH'), envValue)
     fc.assert(fc.property(env, (e) => typedOrSuccess(() => new Holder(postgresDriver('postgres://u@db.example.com/shop'), optionsFromEnv(e)))), { numRuns: 1_000 })
+  })
+
+  it('optionsFromEnv: any other WARMCONN_* variable is an InvalidOptionError naming it, never echoing its value', () => {
+    const name = fc.stringMatching(/^[A-Z0-9_]{1,24}$/).map((s) => `WARMCONN_${s}`).filter((n) => !Object.hasOwn(envOptionNames, n))
+    fc.assert(
+      fc.property(name, password, (n, secret) => {
+        try {
+          optionsFromEnv({ [n]: secret, WARMCONN_IDLE_TIMEOUT_MS: '1000' })
+        } catch (err) {
+          expect(err).toBeInstanceOf(InvalidOptionError)
+          expect((err as InvalidOptionError).option).toBe(n)
+          expect(`${(err as Error).message}\n${(err as Error).stack}`).not.toContain(secret)
+          return
+        }
+        throw new Error(`${n} was accepted`)
+      }),
+      { numRuns: 500 },
+    )
   })
 
   it('optionsFromEnv: an environment that is not an object is an InvalidOptionError', () => {

@@ -4,39 +4,8 @@
  * Lambda freeze, and timers can be kept from firing.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { Holder, type Driver, type DriverConnection, ConnectError, AuthError, CallTimeoutError, ConnectionLostError, InvalidOptionError } from '../src/index.js'
-import { classifyCode } from '../src/classify.js'
-
-interface FakeConn { id: number; closed: boolean; destroyed: boolean; pings: number; inUse: boolean }
-
-function fakeDriver(script: { failures?: string[]; pingHangs?: boolean } = {}) {
-  const conns: FakeConn[] = []
-  const failures = [...(script.failures ?? [])]
-  let attempts = 0
-  const driver: Driver<FakeConn> = {
-    name: 'fake',
-    secrets: ['pw'],
-    target: 'fake@localhost/db',
-    async open() {
-      attempts++
-      const code = failures.shift()
-      if (code) throw Object.assign(new Error(`fail ${code}`), { code })
-      const c: FakeConn = { id: conns.length + 1, closed: false, destroyed: false, pings: 0, inUse: false }
-      conns.push(c)
-      const conn: DriverConnection<FakeConn> = {
-        client: c,
-        ping: () => (c.pings++, script.pingHangs ? new Promise<void>(() => {}) : Promise.resolve()),
-        inTransaction: () => false,
-        rollback: async () => {},
-        close: async () => void (c.closed = true),
-        destroy: () => void (c.destroyed = true),
-      }
-      return conn
-    },
-    classify: (err) => classifyCode((err as { code?: string }).code),
-  }
-  return { driver, conns, attempts: () => attempts }
-}
+import { Holder, ConnectError, AuthError, CallTimeoutError, ConnectionLostError, InvalidOptionError } from '../src/index.js'
+import { fakeDriver } from './helpers/fake-driver.js'
 
 beforeEach(() => vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] }))
 afterEach(() => vi.useRealTimers())
@@ -172,7 +141,7 @@ describe('holder lifecycle (fake driver, fake clock)', () => {
     const ages: number[] = []
     for (let i = 0; i < 20; i++) {
       const { driver } = fakeDriver()
-      const holder = new Holder(driver, { maxLifetimeMs: 10_000, maxLifetimeJitterMs: 4_000, idleTimeoutMs: 60_000, staleAfterMs: 60_000 })
+      const holder = new Holder(driver, { maxLifetimeMs: 10_000, maxLifetimeJitterMs: 4_000, idleTimeoutMs: 60_000, staleAfterMs: 30_000 })
       holder.on('closeLifetime', (e) => ages.push(e.ageMs))
       await holder.run((c) => c)
       let t = 0

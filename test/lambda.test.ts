@@ -182,6 +182,21 @@ describe('the example app contract', () => {
     expect(typeof res.body.error).toBe('string')
   })
 
+  it.each([
+    [{ WARMCONN_STALEAFTER_MS: '5000' }, 'Invalid option "WARMCONN_STALEAFTER_MS": not a warmconn variable; did you mean WARMCONN_STALE_AFTER_MS?'],
+    [{ WARMCONN_IDLE_TIMEOUT: '30000' }, 'Invalid option "WARMCONN_IDLE_TIMEOUT": not a warmconn variable; did you mean WARMCONN_IDLE_TIMEOUT_MS (durations'],
+    [{ WARMCONN_PING_TIMEOUT_MS: '5s' }, 'Invalid option "WARMCONN_PING_TIMEOUT_MS": expected a whole number of milliseconds, without a unit: 5s is WARMCONN_PING_TIMEOUT_MS=5000'],
+    [{ WARMCONN_STALE_AFTER_MS: '5000', WARMCONN_IDLE_TIMEOUT_MS: '1000' }, 'Invalid option "staleAfterMs": 5000 is not below idleTimeoutMs (1000)'],
+  ])('misconfigured with %j: the database routes answer 500 naming the fix, 404 still answered, no connection made', async (env, words) => {
+    const l = await lambda(env)
+    const res = await call(l, 'GET', '/db')
+    expect(res.status).toBe(500)
+    expect(res.body.error).toContain(`server misconfigured: ${words}`)
+    expect((await call(l, 'GET', '/nope')).status).toBe(404)
+    expect(await pg.backends('warmconn')).toEqual([])
+    expect(l.logs().join('\n')).toContain('-> 500 (WARMCONN_INVALID_OPTION)')
+  })
+
   it('database down: 503 within a bounded time, then 200 again once it is back, without a restart', async () => {
     const l = await lambda()
     expect((await call(l, 'GET', '/db')).status).toBe(200)

@@ -112,6 +112,22 @@ describe('recovery', () => {
     await holder.close()
   })
 
+  it("the server ends an idle session (57P05) before idleTimeoutMs: the driver passes the code on, one warning", async () => {
+    const name = appName('neon-ist')
+    const holder = makeHolder({ applicationName: name })
+    const warnings: Array<{ code: string; message: string }> = []
+    holder.on('warning', (w) => warnings.push(w))
+    const closes: Array<string | undefined> = []
+    holder.on('closeBroken', (e) => closes.push(e.code))
+    // Set in the session, so the driver cannot have read it while connecting: only the 57P05 tells.
+    await holder.run((client) => client.query('set idle_session_timeout = 300'))
+    expect(await eventually(async () => closes.length === 1, 5_000)).toBe(true)
+    expect(closes).toEqual(['57P05'])
+    expect(warnings).toEqual([{ code: 'WARMCONN_WARN_IDLE_SESSION_TIMEOUT', message: expect.stringMatching(/^The server ended an idle session to .* before idleTimeoutMs \(60000 ms\): its idle_session_timeout is lower/) }])
+    expect(await pidOf(holder)).toBeGreaterThan(0) // and the next call simply reconnects
+    await holder.close()
+  })
+
   it('a database that refuses behind the proxy is a transient failure: retried, then ConnectError', async () => {
     const holder = makeHolder({ connectRetries: 2, connectBackoffBaseMs: 10 }, pg.urlFor({ port: await freePort() }))
     const err = await holder.run((client) => client.query('select 1')).catch((e: unknown) => e)

@@ -231,5 +231,38 @@ describe('warmconn through PgBouncer in transaction mode', requires(pgBouncer), 
       expect(new Set(withPrepare)).toEqual(new Set(['26000']))
       expect(await runMix(false)).toEqual([])
     })
+
+    it('the first 26000 is one warning naming prepare: false, once per holder however many follow; none with prepare: false', async () => {
+      const warningsOf = (prepare: boolean) => {
+        const clients = Array.from({ length: 4 }, (_, i) => viaBouncer(appName(`bouncer-prepwarn${i}`), {}, { prepare }))
+        const warnings = clients.map(() => [] as Array<{ code: string; message: string }>)
+        clients.forEach((h, i) => h.on('warning', (w) => warnings[i]!.push(w)))
+        return { clients, warnings }
+      }
+      const run = async (clients: Holder<Sql>[]) => {
+        const failed = clients.map(() => 0)
+        await Promise.all(clients.map(async (h, c) => {
+          for (let i = 0; i < 15; i++) {
+            await h.run((sql) => sql`select ${i}::int as n, pg_sleep(0.002)`)
+            await h.run((sql) => sql.begin((tx) => tx`select ${i}::int as n, pg_sleep(0.002)`)).catch(() => failed[c]!++)
+          }
+        }))
+        return failed
+      }
+      const on = warningsOf(true)
+      const failed = await run(on.clients)
+      expect(failed.some((n) => n > 1)).toBe(true) // a holder that failed more than once still warned once
+      on.warnings.forEach((w, i) => {
+        expect(w).toHaveLength(failed[i]! > 0 ? 1 : 0)
+        for (const { code, message } of w) {
+          expect(code).toBe('WARMCONN_WARN_PREPARED_STATEMENTS')
+          expect(message).toMatch(/failed with 26000 \(prepared statement does not exist\): a transaction pooler .* Pass postgres: \{ prepare: false \}/)
+          expect(message).not.toContain(pg.password)
+        }
+      })
+      const off = warningsOf(false)
+      expect(await run(off.clients)).toEqual([0, 0, 0, 0])
+      expect(off.warnings.flat()).toEqual([])
+    })
   })
 })

@@ -8,7 +8,7 @@ import fc from 'fast-check'
 import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseArray, serializeArray } from '../src/drivers/postgres-arrays.js'
-import { ARRAY_TYPES_QUERY } from '../src/drivers/postgres-arrays.js'
+import { ARRAY_TYPES_QUERY, BUILT_IN_ARRAY_TYPES } from '../src/drivers/postgres-arrays.js'
 import type { Holder } from '../src/index.js'
 import type { Sql } from '../src/drivers/postgres.js'
 import { startPostgres, type TestPg } from './harness/pg.js'
@@ -114,6 +114,37 @@ describe('array types through warmconn (real server)', () => {
     expect(holder.stats().opened).toBe(2)
     const lookups = (await pg.statements({ since: mark })).filter((s) => s.includes('typarray'))
     expect(lookups).toEqual([ARRAY_TYPES_QUERY])
+  })
+
+  it("the built-in array table is exactly the server's built-in array types (oids below 10000)", async () => {
+    const rows = await pg.admin<Array<{ oid: number; typarray: number }>>`
+      select distinct b.oid, b.typarray from pg_catalog.pg_type a join pg_catalog.pg_type b on b.oid = a.typelem
+      where a.typcategory = 'A' and a.oid < 10000 and b.oid < 10000 order by b.oid`
+    expect(rows.map((r) => [Number(r.oid), Number(r.typarray)])).toEqual([...BUILT_IN_ARRAY_TYPES].sort((x, y) => x[0] - y[0]))
+  })
+
+  it("a database's own array types (an enum): parsed from the second statement by default, from the first with fetch_types: true", async () => {
+    await pg.admin.unsafe('create database arrays_enum')
+    const url = pg.urlFor({ database: 'arrays_enum' })
+    const setup = makeHolder(url, { applicationName: appName('arrays-enum-setup') }, { fetch_types: false })
+    holders.push(setup)
+    await setup.run((sql) => sql.unsafe("create type mood as enum ('happy', 'sad')"))
+    await setup.close()
+    await pg.admin.unsafe('create database arrays_enum_eager template arrays_enum')
+    // Default: the lookup goes behind the first statement, so that one statement still reads
+    // postgres.js's text form; every later one, on any connection, the array.
+    const lazy = makeHolder(url, { applicationName: appName('arrays-enum') })
+    holders.push(lazy)
+    const query = "select array['happy', 'sad']::mood[] as m"
+    const [first] = await lazy.run((sql) => sql.unsafe(query))
+    const [next] = await lazy.run((sql) => sql.unsafe(query))
+    expect(first!.m).toBe('{happy,sad}')
+    expect(next!.m).toEqual(['happy', 'sad'])
+
+    const eager = makeHolder(pg.urlFor({ database: 'arrays_enum_eager' }), { applicationName: appName('arrays-enum-eager') }, { fetch_types: true })
+    holders.push(eager)
+    const [eagerFirst] = await eager.run((sql) => sql.unsafe(query))
+    expect(eagerFirst!.m).toEqual(['happy', 'sad'])
   })
 
   it('fetch_types: false is honoured: no lookup, and arrays stay text as in postgres.js', async () => {

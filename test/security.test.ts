@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { inspect } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { AuthError, CallTimeoutError, ConfigRejectedError, ConnectError, ConnectionLostError, Holder, closeAll, type HolderEventName } from '../src/index.js'
+import { AuthError, CallTimeoutError, ConfigRejectedError, ConnectError, ConnectionLostError, Holder, TlsError, closeAll, type HolderEventName } from '../src/index.js'
 import { postgresDriver, warmPostgres, type Sql } from '../src/drivers/postgres.js'
 import { enableTls, makeCa, type TestCa } from './fixtures/security-tls.js'
 import { httpEvent } from './harness/lambda/apigw.js'
@@ -23,7 +23,7 @@ import { eventually } from './helpers/core.js'
 // Every event, as a record so that the typecheck fails when a new event is not listed here.
 const EVENT_NAMES: Record<HolderEventName, true> = {
   connectSuccess: true, connectRetry: true, connectFail: true, reuse: true, revalidateSuccess: true, revalidateFail: true,
-  closeIdle: true, closeLifetime: true, closeBroken: true, sessionReset: true, replay: true, callTimeout: true, close: true,
+  closeIdle: true, closeLifetime: true, closeBroken: true, sessionReset: true, replay: true, callTimeout: true, release: true, close: true, warning: true,
 }
 const EVENTS = Object.keys(EVENT_NAMES) as HolderEventName[]
 // A wrong password with every character a URL must escape, so each encoded form is scanned too.
@@ -183,6 +183,8 @@ describe('TLS, against a server that does not offer it', () => {
     h.on('connectRetry', (e) => retries.push(e))
     const err = await failure(() => h.run((sql) => sql`select 1`))
     expect(err, describeError(err)).toBeInstanceOf(ConfigRejectedError)
+    expect(err).toBeInstanceOf(TlsError)
+    expect((err as Error).message).toMatch(/the server does not offer TLS/)
     expect(retries).toEqual([])
     await h.close()
   })
@@ -226,6 +228,8 @@ describe('TLS, against a server with a certificate from a private CA (for localh
     const err = await failure(() => h.run((sql) => sql`select 1`))
     expect(err, describeError(err)).toBeInstanceOf(ConfigRejectedError)
     expect((err as ConfigRejectedError).sqlState).toMatch(/CERT|VERIFY|SIGNATURE|ISSUER/)
+    expect(err).toBeInstanceOf(TlsError)
+    expect((err as Error).message).toMatch(/^TLS failed for .*: the server's certificate was not accepted \(\w+; not retried\)\. Give the CA that signed it \(postgres: \{ ssl: \{ ca \} \}\)/)
     expect(retries).toEqual([])
     await h.close()
   })

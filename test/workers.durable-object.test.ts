@@ -200,6 +200,25 @@ describe('configuration', () => {
   })
 })
 
+describe('misconfiguration', () => {
+  it('a misspelt override (WARMCONN_IDLE_TIMEOUT): the object refuses it, the Worker answers 500 naming the right variable', async () => {
+    const app = 'wc-worker-typo'
+    const typo = await startWorker({
+      entry: 'functions/worker.ts',
+      bindings: { DATABASE_URL: pg.urlFor({ params: { application_name: app } }), WARMCONN_IDLE_TIMEOUT: '30000', WARMCONN_SHARDS: '1' },
+    })
+    try {
+      expect((await call(typo, 'GET', '/nope')).status).toBe(404)
+      const res = await call(typo, 'GET', '/db')
+      expect(res.status).toBe(500)
+      expect(res.body.error).toContain('server misconfigured: Invalid option "WARMCONN_IDLE_TIMEOUT": not a warmconn variable; did you mean WARMCONN_IDLE_TIMEOUT_MS')
+      expect(await pg.backends(app)).toEqual([])
+    } finally {
+      await typo.dispose()
+    }
+  })
+})
+
 describe('secrets', () => {
   it('no response body and no log line contains the password', () => {
     expect(seen.length).toBeGreaterThan(250)

@@ -59,7 +59,9 @@ describe('per-request mode', () => {
     const mark = await pg.mark()
     for (let i = 0; i < 5; i++) expect((await call(fresh, 'GET', '/db')).status).toBe(200)
     const statements = await pg.statements({ applicationName: name, since: mark })
-    expect(statements.filter((s) => s.includes('pg_backend_pid'))).toHaveLength(10) // connect query + the app's, per request
+    // Each new connection runs nothing of warmconn's own before the app's statement (its first
+    // statement carries the handshake); the array-type lookup runs once, after the first.
+    expect(statements.filter((s) => !s.includes('typarray'))).toEqual(Array(5).fill('select pg_backend_pid() as pid'))
     expect(statements.filter((s) => s.includes('typarray'))).toHaveLength(1)
   })
 
@@ -94,6 +96,14 @@ describe('per-request mode', () => {
     expect(down.status).toBe(503)
     expect(down.ms).toBeLessThan(10_000)
     expect((await call(w, 'GET', '/db')).status).toBe(200)
+  })
+
+  it('a duration with a unit (WARMCONN_STALE_AFTER_MS = "5s"): database routes 500 saying milliseconds, with the value to set', async () => {
+    const typo = await worker({ DATABASE_URL: pg.url, WARMCONN_MODE: 'per-request', WARMCONN_STALE_AFTER_MS: '5s' })
+    expect((await call(typo, 'GET', '/nope')).status).toBe(404)
+    const res = await call(typo, 'GET', '/db')
+    expect(res.status).toBe(500)
+    expect(res.body.error).toContain('expected a whole number of milliseconds, without a unit: 5s is WARMCONN_STALE_AFTER_MS=5000')
   })
 
   it('without DATABASE_URL: routes still answer 404/405, database routes 500 naming it', async () => {

@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startPostgres, type TestPg } from './harness/pg.js'
+import { freePort } from './harness/ports.js'
 import { startWorker, testedCompatibilityDate, type TestWorker } from './harness/worker.js'
 
 let pg: TestPg
@@ -31,8 +32,8 @@ describe.each([
     w = await startWorker({
       entry: 'test/fixtures/workers/rpc.ts',
       compatibilityDate,
-      bindings: { DATABASE_URL: pg.url, WRONG_PASSWORD_URL: pg.urlFor({ password: WRONG_PASSWORD }) },
-      durableObjects: { WARMCONN: 'WarmconnDurableObject', WRONG_PASSWORD: 'WrongPasswordHolder' },
+      bindings: { DATABASE_URL: pg.url, WRONG_PASSWORD_URL: pg.urlFor({ password: WRONG_PASSWORD }), UNREACHABLE_URL: pg.urlFor({ port: await freePort() }) },
+      durableObjects: { WARMCONN: 'WarmconnDurableObject', WRONG_PASSWORD: 'WrongPasswordHolder', UNREACHABLE: 'UnreachableHolder' },
     })
   })
   afterAll(async () => {
@@ -121,5 +122,30 @@ describe.each([
     expect([...pidsByShard.keys()].sort()).toEqual(['warmconn-0', 'warmconn-1', 'warmconn-2', 'warmconn-3'])
     for (const pids of pidsByShard.values()) expect(pids.size).toBe(1)
     expect(new Set([...pidsByShard.values()].flatMap((p) => [...p])).size).toBe(4)
+  })
+
+  it.each([
+    ['text not a string', { text: 42 }, 'text', /expected the statement text as a string, got 42/],
+    ['params not an array', { text: 'select $1', params: 'x' }, 'params', /expected the parameters as an array/],
+    ['a misspelt query option', { text: 'select 1', options: { idempotant: true } }, 'idempotant', /did you mean idempotent\?/],
+    ['a timeoutMs of 0', { text: 'select 1', options: { timeoutMs: 0 } }, 'timeoutMs', /must be at least 1/],
+    ['batch not an array', { statements: 'select 1' }, 'statements', /expected an array of \{ text, params\? \}/],
+    ['a bad statement in a batch', { statements: [{ text: 'select 1' }, { text: 7 }] }, 'statements[1].text', /as a string/],
+    ['a misspelt statement field', { statements: [{ text: 'select $1', values: [1] }] }, 'statements[0].values', /unknown field/],
+  ])('the object checks its arguments before any I/O: %s is an InvalidOptionError naming %s', async (_, call, option, message) => {
+    // UnreachableHolder would fail any connect with ConnectError; the bad call never gets that far.
+    const { reply } = await post('/direct', { binding: 'UNREACHABLE', ...call })
+    expect(reply).toMatchObject({ ok: false, error: { kind: 'warmconn', name: 'InvalidOptionError', code: 'WARMCONN_INVALID_OPTION', option } })
+    expect(reply.error.message).toMatch(message)
+    // The same arguments, made valid, do reach for the database.
+    const valid = await post('/direct', { binding: 'UNREACHABLE', text: 'select 1' })
+    // workerd reports a port nobody listens on as "Network connection lost." (WORKERD_CONNECTION_LOST).
+    expect(valid.reply).toMatchObject({ ok: false, error: { code: 'WARMCONN_CONNECT_FAILED', causeCode: expect.stringMatching(/^WORKERD_|^ECONNREFUSED$/) } })
+    expect(valid.reply.error.message).toMatch(/is the server running, is the port right\?/)
+  })
+
+  it('the client checks the same arguments before the RPC hop, with the same typed error', async () => {
+    const { error } = await post('/query', { binding: 'UNREACHABLE', text: 'select 1', options: { idempotent: 'yes' } })
+    expect(error).toMatchObject({ name: 'InvalidOptionError', constructorName: 'InvalidOptionError', isWarmconnError: true, option: 'idempotent' })
   })
 })

@@ -90,14 +90,16 @@ async function openConnection(url: string, neon: NeonConfigOverrides, o: OpenOpt
   // ReadyForQuery that ends every statement, so no SQL text has to be parsed to know it.
   let txStatus = 'I'
   let failOpen: (err: unknown) => void = () => {}
-  const broken = (): void => {
+  const broken = (code: string | undefined): void => {
     if (reported || ending) return
     reported = true
-    o.onBroken()
+    o.onBroken(code)
   }
   // A listener must exist at all times: an 'error' event without one would crash the process.
-  client.on('error', (err: unknown) => (ready ? broken() : failOpen(err)))
-  client.on('end', () => (ready ? broken() : failOpen(new Error('Connection terminated unexpectedly'))))
+  // The server's own goodbye (57P05 idle-session timeout, 57P01 terminated) comes first, as an
+  // 'error' with its SQLSTATE, before "Connection terminated unexpectedly" and 'end'.
+  client.on('error', (err: unknown) => (ready ? broken(codeOf(err)) : failOpen(err)))
+  client.on('end', () => (ready ? broken(undefined) : failOpen(new Error('Connection terminated unexpectedly'))))
   client.neonConfig.on('data', () => void (heard = true))
   // The pid PostgreSQL gives for cancel requests, free with the handshake. A proxy that rewrites
   // cancel keys (as pgbouncer does) would make it the proxy's number instead.

@@ -6,13 +6,15 @@
  */
 import postgres from 'postgres'
 import type { Classified, Driver, DriverConnection, OpenOptions } from '../driver.js'
-import { classifyError, errorCode, nextTxState } from '../classify.js'
+import { classifyError, errorCode } from '../classify.js'
 import { InvalidOptionError } from '../errors.js'
 import { Holder } from '../holder.js'
 import type { HolderOptions } from '../options.js'
 import { sharedHolder, stableKey } from '../registry.js'
 import { parseConnectionUrl, safeDecode, secretsOf } from '../url.js'
-import { ARRAY_TYPES_QUERY, installArrayTypes, knownArrayTypes, rememberArrayTypes, type TypeTables } from './postgres-arrays.js'
+import { ARRAY_TYPES_QUERY, BUILT_IN_ARRAY_TYPES, installArrayTypes, knownArrayTypes, rememberArrayTypes, type TypeTables } from './postgres-arrays.js'
+import { watchSession } from './postgres-session.js'
+import { isServerPid, looksLikePooler } from '../pooler.js'
 
 export type Sql = postgres.Sql<Record<string, never>>
 export type PostgresOptions = postgres.Options<Record<string, never>>
@@ -60,14 +62,20 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
   const database = pgOptions.database ?? pgOptions.db ?? safeDecode(parsed.pathname.slice(1))
 
   const connectOptions = withSecureDefault(parsed, host, pgOptions)
+  const pooledHost = [host].flat().some((h) => looksLikePooler(String(h), Number(port)))
   // Array types: looked up once per server and database (see postgres-arrays.ts); not at all if
   // the caller switched fetch_types off.
-  const arrays: ArrayTypeSource = { server: pgOptions.fetch_types === false ? undefined : JSON.stringify([host, port, database]) }
+  const arrays: ArrayTypeSource = {
+    server: pgOptions.fetch_types === false ? undefined : JSON.stringify([host, port, database]),
+    before: pgOptions.fetch_types === true,
+  }
   return {
     name: 'postgres',
     secrets,
     target: `${user || '(default user)'}@${host}:${port}/${database || '(default database)'}`,
-    open: (options) => openConnection(url!, connectOptions, options, arrays),
+    // postgres.js names its prepared statements unless told not to (prepare: false).
+    namedStatements: pgOptions.prepare !== false,
+    open: (options) => openConnection(url!, connectOptions, options, arrays, pooledHost),
     classify: (err): Classified => classifyError(err, errorCode(err)),
   }
 }
@@ -75,31 +83,52 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
 interface ArrayTypeSource {
   /** Key of the server and database in the array-type cache; undefined when fetch_types is off. */
   server: string | undefined
+  /** `fetch_types: true` given: look the database's own array types up before the first statement. */
+  before: boolean
 }
 
-async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOptions, arrays: ArrayTypeSource): Promise<DriverConnection<Sql>> {
-  let inTransaction = false
-  let ready = false
+async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOptions, arrays: ArrayTypeSource, pooledHost: boolean): Promise<DriverConnection<Sql>> {
   let ending = false
   let rollingBack = false
+  let authenticated = false
+  let backendPid: number | undefined
   const userNotice = pgOptions.onnotice
-  const sql = postgres(url, {
+  const end = (): void => {
+    ending = true
+    void real.end({ timeout: 0 }).catch(() => {})
+  }
+  const real = postgres(url, {
     ...pgOptions,
     max: 1,
-    // postgres.js's own lookup can crash the process if the connection resets during it; warmconn
-    // runs it instead, below, as a query whose failure is an ordinary connect error.
+    // postgres.js's own lookup can crash the process if the connection resets during it, and
+    // costs a round trip per connection; see postgres-arrays.ts.
     fetch_types: false,
     idle_timeout: 0,
     max_lifetime: 0,
     connect_timeout: o.connectTimeoutMs / 1000,
     connection: { application_name: o.applicationName, ...pgOptions.connection },
+    // The server reports its parameters once it has authenticated the connection: for a lazy
+    // connect, the moment it is known to work. Handled after the rest of that packet, by when
+    // the first statement has been sent and knows its backend.
+    onparameter(key, value) {
+      if (!authenticated) {
+        authenticated = true
+        queueMicrotask(() => {
+          if (ending) return
+          backendPid ??= pidOf(session.first)
+          session.first = undefined
+          if (lazy) o.onReady(backendPid)
+        })
+      }
+      pgOptions.onparameter?.(key, value)
+    },
     onclose(id) {
-      if (ready && !ending) {
+      if (!ending) {
         // postgres.js (max: 1) would silently open a new connection for the next statement; in
-        // the middle of a caller's BEGIN ... COMMIT that would autocommit the rest of it. Ending
-        // the instance makes every later statement fail (CONNECTION_ENDED) instead.
-        ending = true
-        void sql.end({ timeout: 0 }).catch(() => {})
+        // the middle of a caller's BEGIN ... COMMIT that would autocommit the rest of it, and
+        // after a failed connect it would retry behind the holder's back. Ending the instance
+        // makes every later statement fail (CONNECTION_ENDED) instead.
+        end()
         o.onBroken()
       }
       pgOptions.onclose?.(id)
@@ -112,62 +141,84 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
       else console.log(notice)
     },
   }) as unknown as Sql
-  // Transaction state is tracked from the statements sent, through postgres.js's debug hook. It
-  // is installed after creation on purpose: postgres.js reads `debug` once at creation to decide
-  // whether to capture a stack trace for every query (~30 microseconds each, measured), but calls
-  // the hook from the live options, so this way only a caller who asked for debug pays for it.
-  const sent = (id: number, query: string, parameters: unknown[], types: unknown[]): void => {
-    inTransaction = nextTxState(inTransaction, query)
-    if (typeof pgOptions.debug === 'function') pgOptions.debug(id, query, parameters, types as never)
-  }
-  ;(sql.options as unknown as { debug: unknown }).debug = sent
-  let backendPid: number | undefined
-  try {
-    const tables = sql.options as unknown as TypeTables
-    const known = arrays.server === undefined ? undefined : knownArrayTypes(arrays.server)
+  const session = watchSession(real)
+  const tables = real.options as unknown as TypeTables
+  if (arrays.server !== undefined) {
+    installArrayTypes(tables, BUILT_IN_ARRAY_TYPES)
+    const known = knownArrayTypes(arrays.server)
     if (known) installArrayTypes(tables, known)
-    // A first query forces the handshake now, so connect errors surface here where the holder
-    // retries them, and reports the backend pid. Not sql.reserve(): a failed reserve stays
-    // queued inside postgres.js, which reconnects for it later and leaks a connection.
-    const [row] = await sql`select pg_backend_pid() as pid`
-    backendPid = Number(row?.pid)
-    if (arrays.server !== undefined && !known) {
-      const rows = await sql.unsafe<Array<{ oid: number; typarray: number }>>(ARRAY_TYPES_QUERY)
-      const types = rows.map((r) => [Number(r.oid), Number(r.typarray)] as const)
-      installArrayTypes(tables, types)
-      rememberArrayTypes(arrays.server, types)
-    }
-  } catch (err) {
-    ending = true
-    void sql.end({ timeout: 0 }).catch(() => {})
-    throw err
   }
-  ready = true
+  const needsLookup = (): boolean => arrays.server !== undefined && !knownArrayTypes(arrays.server)
+  // The database's own array types, once per server and database (see postgres-arrays.ts).
+  let lookup: BuiltQuery | undefined
+  const lookUpArrays = async (): Promise<void> => {
+    const query = real.unsafe<Array<{ oid: number; typarray: number }>>(ARRAY_TYPES_QUERY)
+    lookup = query as unknown as BuiltQuery
+    const types = (await query).map((r) => [Number(r.oid), Number(r.typarray)] as const)
+    installArrayTypes(tables, types)
+    rememberArrayTypes(arrays.server!, types)
+  }
+
+  // A lazy connection does no I/O here: the caller's first statement carries the handshake.
+  // `fetch_types: true` asks for the database's own array types before that statement.
+  const lazy = o.lazy && !(arrays.before && needsLookup())
+  if (!lazy) {
+    // Connect now, so a connect error surfaces here, where the holder retries it. Not
+    // sql.reserve(): with fetch_types off a reserve on a new instance never resolves
+    // (postgres.js 3.4.9), and a failed one stays queued and reconnects later, leaking a socket.
+    try {
+      if (arrays.before && needsLookup()) {
+        await lookUpArrays()
+        backendPid = pidOf(lookup)
+      } else {
+        const opener = real`select 1`
+        await opener
+        backendPid = pidOf(opener as unknown as BuiltQuery)
+      }
+    } catch (err) {
+      end()
+      throw err
+    }
+  }
+
   return {
-    client: sql,
+    client: session.sql,
     backendPid,
-    async ping() {
-      await sql`select 1`
+    lazy,
+    get direct() {
+      return o.pooled === false || (o.pooled !== true && !pooledHost && isServerPid(backendPid))
     },
-    inTransaction: () => inTransaction,
+    // After the first call, not before it: the first statement of a process costs no lookup, and
+    // nothing is pipelined behind the lookup (the holder waits for it before the next call).
+    maintain: () => (needsLookup() ? lookUpArrays() : undefined),
+    ping: async () => void (await real`select 1`),
+    // Made before the caller's first statement, it is written with it (postgres.js pipelines on
+    // one connection and writes once per event-loop turn), and its answer comes back first.
+    probe: async () => void (await real`select 1`),
+    inTransaction: () => session.inTransaction,
     async rollback() {
       rollingBack = true
       try {
-        await sql.unsafe('rollback')
+        await real.unsafe('rollback')
       } finally {
         rollingBack = false
       }
-      inTransaction = false
+      session.inTransaction = false
     },
     async close(timeoutMs) {
       ending = true
-      await sql.end({ timeout: timeoutMs / 1000 })
+      await real.end({ timeout: timeoutMs / 1000 })
     },
-    destroy() {
-      ending = true
-      void sql.end({ timeout: 0 }).catch(() => {})
-    },
+    destroy: end,
   }
+}
+
+/** A query as postgres.js builds it: `state` is its connection's backend once it has been sent. */
+type BuiltQuery = { state?: { pid?: number | null } | null }
+
+function pidOf(query: BuiltQuery | undefined): number | undefined {
+  const pid = query?.state?.pid
+  return typeof pid === 'number' ? pid : undefined
 }
 
 const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '::1', '[::1]'])

@@ -6,7 +6,7 @@
 import type { DurableObjectLocationHint, DurableObjectNamespace } from '@cloudflare/workers-types'
 import { InvalidOptionError } from '../errors.js'
 import type { ObjectStats, WarmconnDurableObject } from './durable-object.js'
-import type { QueryOptions, QueryResult, Reply, Statement } from './protocol.js'
+import { checkBatch, checkQuery, type QueryOptions, type QueryResult, type Reply, type Statement } from './protocol.js'
 import { decodeError } from './remote-errors.js'
 
 export interface WarmClientOptions {
@@ -45,8 +45,15 @@ export function warmClient<T extends WarmconnDurableObject>(namespace: DurableOb
   const stub = () => namespace.get(namespace.idFromName(shard), locationHint === undefined ? undefined : { locationHint })
   return {
     name: shard,
-    query: async (text, params = [], queryOptions = {}) => unwrap(await stub().query(text, params, queryOptions)),
-    batch: async (statements, queryOptions = {}) => unwrap(await stub().batch(statements, queryOptions)),
+    // Checked here too, so a bad call costs no hop to the object.
+    query: async (text, params = [], queryOptions = {}) => {
+      checkQuery(text, params, queryOptions)
+      return unwrap(await stub().query(text, params, queryOptions))
+    },
+    batch: async (statements, queryOptions = {}) => {
+      checkBatch(statements, queryOptions)
+      return unwrap(await stub().batch(statements, queryOptions))
+    },
     stats: async () => unwrap(await stub().stats()),
   }
 }

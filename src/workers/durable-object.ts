@@ -11,12 +11,12 @@
 import { DurableObject } from 'cloudflare:workers'
 import type { Holder, HolderStats, RunOptions } from '../holder.js'
 import type { Sql } from '../drivers/postgres.js'
-import { envOptionNames, optionsFromEnv } from '../options.js'
-import { toQueryResult, type QueryOptions, type QueryResult, type Reply, type Statement } from './protocol.js'
+import { envOptionNames, optionsFromEnv } from '../env.js'
+import { checkBatch, checkQuery, toQueryResult, type QueryOptions, type QueryResult, type Reply, type Statement } from './protocol.js'
 import { encodeError } from './remote-errors.js'
-import { holderFor, type ConnectionSettings } from './settings.js'
+import { holderFor, workerEnvNames, type ConnectionSettings } from './settings.js'
 
-/** The bindings the default `connection()` reads: DATABASE_URL and the WARMCONN_*_MS overrides. */
+/** The bindings the default `connection()` reads: DATABASE_URL and the WARMCONN_* overrides. */
 export type WarmconnEnv = { DATABASE_URL?: string } & { [K in keyof typeof envOptionNames]?: string }
 
 /** One holder object's stats: the holder's counters, and when its idle-close alarm is due (epoch ms). */
@@ -52,37 +52,30 @@ export class WarmconnDurableObject<Env extends WarmconnEnv = WarmconnEnv> extend
 
   /** Where and how to connect; read once per instance, on the first call. */
   protected connection(): ConnectionSettings {
-    return { url: this.env.DATABASE_URL, options: optionsFromEnv(this.env) }
+    return { url: this.env.DATABASE_URL, options: optionsFromEnv(this.env, { allow: workerEnvNames }) }
   }
 
   /** Runs one statement; rows come back as plain objects with `count` and `command`. */
   query(text: string, params: unknown[] = [], options: QueryOptions = {}): Promise<Reply<QueryResult>> {
-    return this.#serve(async (holder) => {
-      checkStatement({ text, params })
-      const result = await holder.run((sql) => sql.unsafe(text, params as never[]), runOptions(options))
-      return toQueryResult(result)
-    })
+    return this.#serve(
+      () => checkQuery(text, params, options),
+      async (holder) => toQueryResult(await holder.run((sql) => sql.unsafe(text, params as never[]), runOptions(options))),
+    )
   }
 
   /** Runs the statements in one transaction: all of them commit, or none. */
   batch(statements: Statement[], options: QueryOptions = {}): Promise<Reply<QueryResult[]>> {
-    return this.#serve(async (holder) => {
-      if (!Array.isArray(statements)) throw new TypeError('batch: expected an array of { text, params? }')
-      statements.forEach(checkStatement)
-      return holder.run(
-        (sql) =>
-          sql.begin(async (tx) => {
-            const results: QueryResult[] = []
-            for (const { text, params = [] } of statements) results.push(toQueryResult(await tx.unsafe(text, params as never[])))
-            return results
-          }),
-        runOptions(options),
-      )
-    })
+    const inOneTransaction = (sql: Sql): Promise<QueryResult[]> =>
+      sql.begin(async (tx) => {
+        const results: QueryResult[] = []
+        for (const { text, params = [] } of statements) results.push(toQueryResult(await tx.unsafe(text, params as never[])))
+        return results
+      })
+    return this.#serve(() => checkBatch(statements, options), (holder) => holder.run(inOneTransaction, runOptions(options)))
   }
 
   stats(): Promise<Reply<ObjectStats>> {
-    return this.#serve(async (holder) => ({ ...holder.stats(), alarmAt: await this.ctx.storage.getAlarm() }))
+    return this.#serve(noCheck, async (holder) => ({ ...holder.stats(), alarmAt: await this.ctx.storage.getAlarm() }))
   }
 
   /** Closes what is idle past its deadline, then re-arms for the next one. */
@@ -94,8 +87,10 @@ export class WarmconnDurableObject<Env extends WarmconnEnv = WarmconnEnv> extend
     await this.#armAlarm()
   }
 
-  async #serve<T>(fn: (holder: Holder<Sql>) => Promise<T>): Promise<Reply<T>> {
+  /** Arguments are checked first, before the holder is made or any I/O: a bad call fails as itself. */
+  async #serve<T>(check: () => void, fn: (holder: Holder<Sql>) => Promise<T>): Promise<Reply<T>> {
     try {
+      check()
       this.#db ??= holderFor(withObjectDefaults(this.connection()))
       return { ok: true, value: await fn(this.#db.holder) }
     } catch (err) {
@@ -123,14 +118,11 @@ function withObjectDefaults(settings: ConnectionSettings): ConnectionSettings {
   return { ...settings, options: { callTimeoutMs: OBJECT_CALL_TIMEOUT_MS, ...settings.options } }
 }
 
-/** Only the known fields cross into the holder; `timeoutMs` is validated there (InvalidOptionError). */
+const noCheck = (): void => {}
+
+/** Only the known fields cross into the holder (checkQuery has validated them). */
 function runOptions(options: QueryOptions | undefined): RunOptions {
   const out: RunOptions = { idempotent: options?.idempotent === true }
   if (options?.timeoutMs !== undefined) out.timeoutMs = options.timeoutMs
   return out
-}
-
-function checkStatement(statement: Statement): void {
-  if (typeof statement?.text !== 'string') throw new TypeError('expected the statement text as a string')
-  if (statement.params !== undefined && !Array.isArray(statement.params)) throw new TypeError('expected params as an array')
 }

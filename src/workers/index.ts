@@ -7,5 +7,5 @@ export { warmClient, type WarmClient, type WarmClientOptions } from './client.js
 export { withRequestScope, type WaitUntil } from './request-scope.js'
 export { hyperdriveScope, type HyperdriveBinding } from './hyperdrive.js'
 export { SqlError } from './remote-errors.js'
-export type { ConnectionSettings } from './settings.js'
+export { workerEnvNames, type ConnectionSettings } from './settings.js'
 export type { QueryOptions, QueryResult, Row, Statement } from './protocol.js'

@@ -14,7 +14,9 @@ import {
   ConnectError,
   ConnectionLostError,
   CrossRequestError,
+  HostNotFoundError,
   InvalidOptionError,
+  TlsError,
   WarmconnError,
   redact,
   type WarmconnErrorCode,
@@ -107,11 +109,17 @@ const rebuild: Record<WarmconnErrorCode, (wire: WireError) => WarmconnError> = {
   WARMCONN_CROSS_REQUEST: () => new CrossRequestError(),
 }
 
+// Subclasses that share their parent's code, told apart by name.
+const rebuildByName: Record<string, (wire: WireError) => WarmconnError> = {
+  HostNotFoundError: (w) => new HostNotFoundError(w.message, w.sqlState),
+  TlsError: (w) => new TlsError(w.message, w.sqlState),
+}
+
 /** The error to throw in the caller: a WarmconnError subclass, an SqlError, or a plain Error with name and code. */
 export function decodeError(wire: WireError): Error {
   if (wire.kind === 'sql') return new SqlError(wire)
   if (wire.kind === 'warmconn') {
-    const make = rebuild[wire.code as WarmconnErrorCode]
+    const make = (Object.hasOwn(rebuildByName, wire.name) ? rebuildByName[wire.name] : undefined) ?? rebuild[wire.code as WarmconnErrorCode]
     const err = make ? make(wire) : new WarmconnError(wire.code as WarmconnErrorCode, wire.message)
     err.message = wire.message
     return err

@@ -7,6 +7,14 @@
 import { Holder } from '../holder.js'
 import { postgresDriver, type Sql, type WarmPostgresOptions } from '../drivers/postgres.js'
 
+/**
+ * The example Worker's own variables (functions/worker.ts). A Durable Object shares its Worker's
+ * env, so the object's default `connection()` accepts these beside the WARMCONN_* overrides
+ * instead of taking them for misspelt ones. A subclass whose Worker has others passes its own
+ * list: `optionsFromEnv(this.env, { allow: [...workerEnvNames, 'WARMCONN_REGION'] })`.
+ */
+export const workerEnvNames = ['WARMCONN_MODE', 'WARMCONN_SHARDS', 'WARMCONN_LOCATION_HINT'] as const
+
 export interface ConnectionSettings {
   /** A postgres:// URL: DATABASE_URL, or a Hyperdrive binding's connectionString. */
   url: string | undefined

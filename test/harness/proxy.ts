@@ -36,6 +36,13 @@ export interface FaultProxy {
   resetWhenClientSends(marker: string): void
   /** Round-trip delay: each direction gets ms/2, byte order per connection preserved. */
   setLatencyMs(ms: number): void
+  /**
+   * Client-to-server flights so far, over every connection: a flight is a burst of client bytes
+   * sent after the server last spoke on that connection (or the connection's first). So a
+   * statement pipelined behind a check is one flight; a check, its answer, then the statement is two.
+   * A claim of "one round trip" is counted here, not inferred from a latency.
+   */
+  flights(): number
   close(): Promise<void>
 }
 
@@ -44,6 +51,8 @@ interface Link {
   dead: boolean
   /** The client socket, and the upstream once there is one. */
   sockets: Socket[]
+  /** Who sent the last bytes the proxy received on this connection. */
+  lastSpoke: 'client' | 'server' | undefined
 }
 
 export interface ProxyOptions {
@@ -60,6 +69,7 @@ export async function startProxy(target: { host: string; port: number }, opts: P
   let oneWayDelayMs = (opts.latencyMs ?? 0) / 2
   let blackholed = false
   let tripwire: Buffer | undefined
+  let flights = 0
   const links = new Set<Link>()
   const clients = new Set<Socket>()
   const sockets = new Set<Socket>() // clients and upstreams, for resetAll() and close()
@@ -73,7 +83,11 @@ export async function startProxy(target: { host: string; port: number }, opts: P
   // allowHalfOpen: a FIN from one side must not close the other before delayed bytes are delivered.
   const server = net.createServer({ allowHalfOpen: true }, (client) => {
     track(client)
-    const link: Link = { dead: blackholed, sockets: [client] }
+    const link: Link = { dead: blackholed, sockets: [client], lastSpoke: undefined }
+    client.on('data', () => {
+      if (link.lastSpoke !== 'client') flights++
+      link.lastSpoke = 'client'
+    })
     clients.add(client)
     links.add(link)
     client.on('close', () => {
@@ -91,6 +105,7 @@ export async function startProxy(target: { host: string; port: number }, opts: P
     }
     const upstream = net.connect({ host: target.host, port: target.port, allowHalfOpen: true })
     track(upstream)
+    upstream.on('data', () => void (link.lastSpoke = 'server'))
     link.sockets.push(upstream)
     // Registered before forward(), so a tripped chunk is dropped (the link is dead) before it is queued.
     client.on('data', (chunk: Buffer) => {
@@ -141,6 +156,7 @@ export async function startProxy(target: { host: string; port: number }, opts: P
     setLatencyMs(ms) {
       oneWayDelayMs = ms / 2
     },
+    flights: () => flights,
     async close() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       for (const socket of sockets) socket.destroy()

@@ -24,7 +24,7 @@ export function recordEvents(holder: Holder<Sql>): Array<{ event: HolderEventNam
   const seen: Array<{ event: HolderEventName; payload: unknown }> = []
   const names: HolderEventName[] = [
     'connectSuccess', 'connectRetry', 'connectFail', 'reuse', 'revalidateSuccess', 'revalidateFail',
-    'closeIdle', 'closeLifetime', 'closeBroken', 'sessionReset', 'replay', 'close',
+    'closeIdle', 'closeLifetime', 'closeBroken', 'sessionReset', 'replay', 'close', 'warning',
   ]
   for (const event of names) holder.on(event, (payload: HolderEvents[typeof event]) => seen.push({ event, payload }))
   return seen

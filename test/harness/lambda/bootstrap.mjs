@@ -20,7 +20,7 @@
  *   Instances do.
  *
  * Environment: AWS_LAMBDA_RUNTIME_API, LAMBDA_TASK_ROOT, _HANDLER (`file.export`, the file being
- * `file.mjs` in the task root), WARMCONN_EMU_CONCURRENCY (polling loops, default 1).
+ * `file.mjs` in the task root), LAMBDA_EMULATOR_CONCURRENCY (polling loops, default 1).
  */
 import http from 'node:http'
 import { join } from 'node:path'
@@ -28,7 +28,7 @@ import { pathToFileURL } from 'node:url'
 
 const env = process.env
 const [host, port] = required('AWS_LAMBDA_RUNTIME_API').split(':')
-const concurrency = Number(env.WARMCONN_EMU_CONCURRENCY ?? '1')
+const concurrency = Number(env.LAMBDA_EMULATOR_CONCURRENCY ?? '1')
 const API = '/2018-06-01/runtime'
 // The runtime's own connections must not be shared with the handler's HTTP traffic. Idle
 // keep-alive sockets are unref'd by Node, so they do not keep the event loop busy.

@@ -159,7 +159,7 @@ function lambdaEnv(opts: SandboxOptions, runtimeApi: string): Record<string, str
     LAMBDA_TASK_ROOT: dirname(opts.handlerFile),
     LAMBDA_RUNTIME_DIR: dirname(BOOTSTRAP),
     _HANDLER: `${basename(opts.handlerFile, '.mjs')}.${opts.handlerExport}`,
-    WARMCONN_EMU_CONCURRENCY: String(opts.concurrency),
+    LAMBDA_EMULATOR_CONCURRENCY: String(opts.concurrency),
     // How Lambda Managed Instances tell a runtime it may run invocations concurrently.
     ...(opts.concurrency > 1 ? { AWS_LAMBDA_MAX_CONCURRENCY: String(opts.concurrency) } : {}),
     ...opts.env,

@@ -1,0 +1,94 @@
+/**
+ * The package as a user gets it: `npm pack` (whose prepack step cleans and builds dist/ from this
+ * source, so a stale dist/ cannot ship), installed from the tarball into a fresh folder without
+ * network, and every entry point of package.json `exports` that can load in Node imported from
+ * there. The entry points come from `exports` itself, so a new one is covered without editing
+ * this file; the few that cannot load in Node are listed below with the reason.
+ */
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, relative } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
+  name: string
+  exports: Record<string, { types: string; import: string }>
+  peerDependencies: Record<string, string>
+}
+
+/** Entry points that only load in their own runtime, and why. */
+const NOT_IN_NODE: Record<string, string> = {
+  './workers': 'imports cloudflare:workers, which only workerd provides',
+}
+
+const entries = Object.keys(pkg.exports)
+let dir: string
+let app: string
+let packed: string[]
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'warmconn-pack-'))
+  const out = execFileSync('npm', ['pack', '--json', '--pack-destination', dir], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+  // Lifecycle scripts print to stdout before the JSON report.
+  const [report] = JSON.parse(out.slice(out.indexOf('\n[') + 1)) as Array<{ filename: string; files: Array<{ path: string }> }>
+  packed = report!.files.map((f) => f.path)
+  app = join(dir, 'app')
+  mkdirSync(app)
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'warmconn-pack-check', private: true, type: 'module' }))
+  // --offline: the tarball has no dependencies to fetch; its peers are this project's own copies.
+  execFileSync('npm', ['install', '--offline', '--no-audit', '--no-fund', '--ignore-scripts', join(dir, report!.filename)], { cwd: app, stdio: 'ignore' })
+  for (const peer of Object.keys(pkg.peerDependencies)) {
+    const source = join(root, 'node_modules', peer)
+    if (!existsSync(source)) continue
+    mkdirSync(dirname(join(app, 'node_modules', peer)), { recursive: true })
+    symlinkSync(source, join(app, 'node_modules', peer), 'dir')
+  }
+}, 120_000)
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true })
+})
+
+describe('the packed package', () => {
+  it('ships dist/ built from this source: one .js and .d.ts per source file, nothing stale, no sources or tests', () => {
+    const sources = listTs(join(root, 'src')).map((f) => f.replace(/\.ts$/, ''))
+    const built = packed.filter((p) => p.startsWith('dist/') && p.endsWith('.js')).map((p) => p.slice('dist/'.length, -'.js'.length))
+    expect(built.sort()).toEqual(sources.sort())
+    for (const source of sources) expect(packed).toContain(`dist/${source}.d.ts`)
+    expect(packed.filter((p) => p.startsWith('src/') || p.startsWith('test/'))).toEqual([])
+  })
+
+  it('lists every file each entry point names (import and types)', () => {
+    for (const [entry, target] of Object.entries(pkg.exports)) {
+      for (const file of [target.import, target.types]) expect(packed, `${entry}: ${file}`).toContain(file.replace(/^\.\//, ''))
+    }
+  })
+
+  it('the entry points that cannot load in Node are still entry points (a stale exclusion is caught)', () => {
+    for (const entry of Object.keys(NOT_IN_NODE)) expect(entries).toContain(entry)
+    expect(entries.filter((e) => !(e in NOT_IN_NODE)).length).toBeGreaterThanOrEqual(4)
+  })
+
+  it.each(entries.filter((e) => !(e in NOT_IN_NODE)))('installed from the tarball, %s imports in Node and exports something', (entry) => {
+    const specifier = entry === '.' ? pkg.name : `${pkg.name}/${entry.slice(2)}`
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', `console.log(JSON.stringify(Object.keys(await import(${JSON.stringify(specifier)}))))`], {
+      cwd: app,
+      encoding: 'utf8',
+    })
+    const names = JSON.parse(out) as string[]
+    expect(names.length).toBeGreaterThan(0)
+    // Resolved from the installed copy, not from this checkout.
+    const where = execFileSync(process.execPath, ['--input-type=module', '-e', `console.log(import.meta.resolve(${JSON.stringify(specifier)}))`], { cwd: app, encoding: 'utf8' })
+    expect(fileURLToPath(where.trim())).toContain(join(app, 'node_modules', pkg.name, 'dist'))
+  })
+})
+
+function listTs(base: string, at = base): string[] {
+  return readdirSync(at, { withFileTypes: true }).flatMap((d) => {
+    const path = join(at, d.name)
+    if (d.isDirectory()) return listTs(base, path)
+    return d.name.endsWith('.ts') && !d.name.endsWith('.d.ts') ? [relative(base, path)] : []
+  })
+}
