@@ -1,6 +1,6 @@
 /**
  * warmconn under Bun and Deno (and the project's Node, for comparison), every driver in
- * test/runtimes/child.ts: the built package, imported by name, in a child process of that
+ * test/runtimes/child.ts: the built package, installed in a fresh folder and imported by name, in a child process of that
  * runtime, against the test PostgreSQL behind the fault proxy. Each step is checked on the
  * server: reuse, a backend killed while idle, a socket blackholed past staleAfterMs, hygiene
  * after a call that leaves or aborts a transaction, and the idle close that lets the process end
@@ -10,7 +10,7 @@
  * machine without them, a failure on CI.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { mkdirSync } from 'node:fs'
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -25,7 +25,7 @@ import { sleep } from './helpers/core.js'
 import { DRIVERS, type Command, type Message } from './runtimes/child.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const CHILD = join(ROOT, 'test', 'runtimes', 'child.ts')
+const CHILD_SOURCE = join(ROOT, 'test', 'runtimes', 'child.ts')
 const OPTIONS = { staleAfterMs: 300, pingTimeoutMs: 500, idleTimeoutMs: 2_000, connectTimeoutMs: 3_000, callTimeoutMs: 10_000 }
 /** Hang detectors, not timing assertions: a reply or an exit past these is a hang. */
 const REPLY_TIMEOUT_MS = 20_000
@@ -66,9 +66,10 @@ const TARGETS: Target[] = [
 
 let pg: TestPg
 let proxy: FaultProxy
+/** An application folder with warmconn installed in it, built from this source (see installed()). */
+let appDir: string
 beforeAll(async () => {
-  // The children import warmconn by name, which resolves to dist/: build it from this checkout.
-  execFileSync(process.execPath, [createRequire(import.meta.url).resolve('typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'pipe' })
+  appDir = installed()
   pg = await startPostgres()
   proxy = await startProxy({ host: pg.host, port: pg.port })
   await pg.admin`create table runtime_rows (tag text not null)`
@@ -76,6 +77,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await proxy?.close()
   await pg?.stop()
+  if (appDir) rmSync(appDir, { recursive: true, force: true })
 })
 
 for (const target of TARGETS) {
@@ -155,6 +157,25 @@ for (const target of TARGETS) {
   })
 }
 
+/**
+ * A fresh application folder in the run's temporary directory, as a user's: node_modules/warmconn
+ * holds package.json and a dist/ compiled from this source (into the folder, so the checkout's own
+ * dist/, which other tests pack, is never touched), node_modules/postgres is the project's copy,
+ * and child.ts sits at the top. The runtimes resolve `warmconn/postgres` through its `exports`.
+ */
+function installed(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'warmconn-runtimes-'))
+  const pkg = join(dir, 'node_modules', 'warmconn')
+  mkdirSync(pkg, { recursive: true })
+  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc')
+  execFileSync(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--outDir', join(pkg, 'dist')], { cwd: ROOT, stdio: 'pipe' })
+  copyFileSync(join(ROOT, 'package.json'), join(pkg, 'package.json'))
+  symlinkSync(join(ROOT, 'node_modules', 'postgres'), join(dir, 'node_modules', 'postgres'), 'dir')
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'warmconn-runtimes-check', private: true, type: 'module', dependencies: { warmconn: '*', postgres: '*' } }))
+  copyFileSync(CHILD_SOURCE, join(dir, 'child.ts'))
+  return dir
+}
+
 interface Child {
   pid(): Promise<number>
   send(command: Command): Promise<Message>
@@ -167,12 +188,12 @@ interface Child {
 }
 
 async function startChild(target: Target, driver: string, app: string): Promise<Child> {
-  const [bin, args] = target.command(CHILD)
+  const [bin, args] = target.command(join(appDir, 'child.ts'))
   // Caches (Deno's modules, ...) go to this run's temporary directory, deleted with it.
   const cache = join(tmpdir(), 'runtime-cache')
   mkdirSync(cache, { recursive: true })
   const proc: ChildProcess = spawn(bin, args, {
-    cwd: ROOT,
+    cwd: appDir,
     env: {
       ...process.env,
       ...target.env,
@@ -190,7 +211,13 @@ async function startChild(target: Target, driver: string, app: string): Promise<
   let stats: Record<string, number> = {}
   let ready!: (m: Message) => void
   const readyMessage = new Promise<Message>((resolve) => (ready = resolve))
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once('close', (code, signal) => resolve({ code, signal })))
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    proc.once('close', (code, signal) => resolve({ code, signal }))
+    proc.once('error', (error) => {
+      stderr.push(`could not start ${bin}: ${error.message}\n`)
+      resolve({ code: null, signal: null })
+    })
+  })
   proc.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk.toString('utf8')))
   createInterface({ input: proc.stdout! }).on('line', (line) => {
     let message: Message
