@@ -2,7 +2,7 @@
  * `npm test`: every suite, on every runtime CI tests, one after the other, each bounded.
  *
  *   this machine's Node   every test file (Bun and Deno run inside it: test/runtimes.test.ts)
- *   Node 22, Node 24      the core, driver, Lambda-emulator and security tests (Lambda's runtimes)
+ *   Node 22, Node 24      every file but the Workers, Bun/Deno, soak and fleet ones (Lambda's runtimes)
  *   today's workerd       the Workers tests on miniflare 5 under Node 22, on a compatibility date
  *                         before 2026-10-01 and on wrangler.toml's (after it)
  *   today's wrangler      `wrangler deploy --dry-run` of the example Worker under Node 22
@@ -39,8 +39,13 @@ const KILL_GRACE_MS = 5_000
 /** The Workers tests run on this date as well as on wrangler.toml's: before 2026-10-01. */
 const DATE_BEFORE = '2026-04-21'
 
-/** The core, driver, Lambda-emulator and security tests (vitest filters: a path containing one runs). */
-const NODE_FILES = ['test/holder.', 'test/options.', 'test/classify.', 'test/conformance.', 'test/neon.', 'test/postgres-arrays.', 'test/pgbouncer.', 'test/pg.', 'test/pg-', 'test/lambda', 'test/security.']
+/**
+ * On Node 22 and 24: every test file but the Workers tests (the workerd suites run those), the
+ * Bun/Deno file (its runtimes are not Node's), and the long soak and fleet workloads. New files
+ * are included by default.
+ */
+const NODE_ONLY_EXCLUDED = ['test/workers.*', 'test/runtimes.test.ts', 'test/soak.test.ts', 'test/fleet.test.ts']
+const NODE_ARGS = NODE_ONLY_EXCLUDED.flatMap((glob) => ['--exclude', glob])
 const WORKERS_FILES = ['test/workers.']
 
 interface Suite {
@@ -72,8 +77,8 @@ function suites(filters: string[]): Suite[] {
   const wrangler = runtime('wrangler')
   return [
     main,
-    { name: `${node22.label} (Lambda nodejs22.x): core, drivers, Lambda emulator, security`, needs: [node22], boundS: 8 * 60, command: vitest(node22.bin ?? 'node', NODE_FILES) },
-    { name: `${node24.label} (Lambda nodejs24.x): core, drivers, Lambda emulator, security`, needs: [node24], boundS: 8 * 60, command: vitest(node24.bin ?? 'node', NODE_FILES) },
+    { name: `${node22.label} (Lambda nodejs22.x): every file but the Workers, Bun/Deno, soak and fleet ones`, needs: [node22], boundS: 8 * 60, command: vitest(node22.bin ?? 'node', NODE_ARGS) },
+    { name: `${node24.label} (Lambda nodejs24.x): every file but the Workers, Bun/Deno, soak and fleet ones`, needs: [node24], boundS: 8 * 60, command: vitest(node24.bin ?? 'node', NODE_ARGS) },
     workers(DATE_BEFORE, 'before 2026-10-01'),
     workers(wranglerConfig.compatibilityDate, "wrangler.toml's"),
     {
