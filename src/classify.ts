@@ -21,7 +21,7 @@ const TRANSIENT = new Set([
 ])
 // The connection died; whatever was in flight may or may not have reached the server.
 const CONNECTION = new Set([
-  '57P01', '57P02', '08000', '08003', '08006', 'CONNECTION_CLOSED', 'CONNECTION_DESTROYED',
+  '57P01', '57P02', '57P05', '08000', '08003', '08006', 'CONNECTION_CLOSED', 'CONNECTION_DESTROYED',
   'CONNECTION_ENDED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ERR_STREAM_DESTROYED', 'ERR_SOCKET_CLOSED',
 ])
 

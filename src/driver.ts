@@ -24,6 +24,8 @@ export interface Classified {
   code: string | undefined
   /** True when the error proves the statement never reached the server (safe to replay a write). */
   notSent: boolean
+  /** A connect failed for something the driver has now learnt to avoid: try again at once, not counted as a retry. */
+  retryNow?: boolean
 }
 
 export interface OpenOptions {
@@ -44,6 +46,11 @@ export interface OpenOptions {
   onReady: (backendPid: number | undefined) => void
   /** The `pooled` option: true or false when the user said, undefined to detect. */
   pooled: boolean | undefined
+  /**
+   * Ask the server to end the session once idle this long (idle_session_timeout, in the startup
+   * packet); undefined: do not. See server-idle.ts for when a driver sends it.
+   */
+  serverIdleTimeoutMs: number | undefined
 }
 
 export interface DriverConnection<C> {
@@ -57,12 +64,6 @@ export interface DriverConnection<C> {
    * holder treats it as a failed connect attempt, nothing having been sent.
    */
   readonly lazy?: boolean
-  /**
-   * The session's idle_session_timeout in ms (0: off), when the driver reads it while connecting,
-   * at no extra round trip. Lets the holder tell an idle-session timeout from other closes when
-   * the driver reports no code for them.
-   */
-  readonly idleSessionTimeoutMs?: number | undefined
   /**
    * The connection reaches PostgreSQL itself, not a transaction pooler (see pooler.ts). Only then
    * does the holder use `probe`. Read when needed: a lazy connection learns it from its handshake.

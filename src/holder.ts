@@ -22,6 +22,7 @@ import { connectFailure } from './connect-failure.js'
 import { Emitter, type HolderEventName, type Listener } from './events.js'
 import { checkRunOptions, checkTimeout, describe, resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
 import { idleSessionWarning, preparedStatementWarning, type Warning } from './warnings.js'
+import { serverIdleTimeoutMs } from './server-idle.js'
 import { deadlineTimer, settle, sleep, withTimeout, type DeadlineTimer } from './timer.js'
 
 /**
@@ -246,7 +247,7 @@ export class Holder<C> {
           slot.conn!.destroy()
           let delayMs: number
           try {
-            delayMs = this.#retryDelay(err, slot.connect)
+            delayMs = this.#retryDelay(err, seen, slot.connect)
           } catch (final) {
             this.#connectFailed(final, slot.connect.attempts)
             this.#counts.failures++
@@ -279,6 +280,7 @@ export class Holder<C> {
       if (await this.#usable(slot)) {
         await this.#giveBack(slot)
       } else {
+        // Broken under the call (already dropped if a pipelined check failed): never reused.
         this.#endCall(slot)
         this.#drop(slot, undefined)
         this.#callEnded(slot)
@@ -343,18 +345,19 @@ export class Holder<C> {
   }
 
   /**
-   * Closes idle connections past their idle or lifetime deadline. Runs on the idle timer; call it
-   * from a Durable Object alarm, where timers do not outlive the request that set them.
+   * Closes idle connections past their idle or lifetime deadline, and resolves once every close
+   * in progress has finished (also those the idle timer or a release started). Runs on the idle
+   * timer; call it from a Durable Object alarm, where timers do not outlive the request that set
+   * them, or to wait until the connections closed so far are really gone (warmconn/vercel).
    */
   async sweep(now = Date.now()): Promise<void> {
-    const closing: Promise<void>[] = []
     for (const slot of [...this.#slots]) {
       if (slot.state !== 'IDLE') continue
       const idleMs = now - slot.lastUsedAt
-      if (idleMs >= this.options.idleTimeoutMs) closing.push(this.#retireIdle(slot, idleMs))
-      else if (now >= slot.expiresAt) closing.push(this.#retireLifetime(slot, now))
+      if (idleMs >= this.options.idleTimeoutMs) void this.#retireIdle(slot, idleMs)
+      else if (now >= slot.expiresAt) void this.#retireLifetime(slot, now)
     }
-    await Promise.all(closing)
+    await Promise.all(this.#closing)
     this.#armIdleTimer()
   }
 
@@ -614,7 +617,7 @@ export class Holder<C> {
       try {
         return await this.#openOnce(slot, timeoutMs, lazy)
       } catch (err) {
-        await sleep(this.#retryDelay(err, slot.connect))
+        await sleep(this.#retryDelay(err, this.#driver.classify(err), slot.connect))
       }
     }
   }
@@ -624,11 +627,11 @@ export class Holder<C> {
    * credentials or configuration, not transient, out of retries or budget), or counts a retry and
    * returns its backoff (full jitter below a doubling ceiling).
    */
-  #retryDelay(err: unknown, connect: ConnectTry): number {
+  #retryDelay(err: unknown, seen: Classified, connect: ConnectTry): number {
     const o = this.options
     const attempt = connect.attempts
     const secrets = this.#driver.secrets
-    const seen = this.#driver.classify(err)
+    if (seen.retryNow && attempt <= o.connectRetries) return 0
     const detail = redact(err instanceof Error ? err.message : String(err), secrets)
     const failure = { seen, detail, where: `${this.#driver.target} (${this.#driver.name})`, cause: { cause: safeCause(err, secrets) }, attempts: attempt }
     // Worded for what happened (connect-failure.ts): no such host, TLS, refused credentials...
@@ -660,6 +663,7 @@ export class Holder<C> {
       lazy,
       onReady: (backendPid) => this.#connected(slot, backendPid),
       pooled: this.options.pooled,
+      serverIdleTimeoutMs: this.options.serverIdleClose && this.options.pooled !== true ? serverIdleTimeoutMs(this.options.idleTimeoutMs) : undefined,
     })
     opening.then((conn) => abandoned && conn.destroy(), () => {})
     const grace = 250 // the driver's own timer should win; ours only guards against a driver that hangs
@@ -678,7 +682,6 @@ export class Holder<C> {
         code,
         idleMs: Date.now() - slot.lastUsedAt,
         idleTimeoutMs: this.options.idleTimeoutMs,
-        serverIdleSessionTimeoutMs: slot.conn.idleSessionTimeoutMs,
         target: this.#driver.target,
       }))
     }
@@ -767,10 +770,21 @@ export class Holder<C> {
     this.#armIdleTimer()
   }
 
-  /** Waits out the driver's work on `slot`; false once the slot was lost meanwhile (dropped, closed). */
+  /**
+   * Waits out the driver's work on `slot`, as long as a ping may take: work that outlasts that on
+   * an idle connection means a connection gone silent, which is dropped like one that failed its
+   * ping. False once the slot was lost (dropped, closed).
+   */
   async #maintained(slot: Slot<C>): Promise<boolean> {
-    await slot.maintaining
+    const timedOut = await withTimeout(slot.maintaining!.then(() => false), this.options.pingTimeoutMs, () => new PingTimeout()).catch(() => true)
     slot.maintaining = undefined
+    if (timedOut) {
+      const idleMs = Date.now() - slot.lastUsedAt
+      this.#counts.revalidateFailures++
+      this.#events.emit('revalidateFail', { connectionId: slot.id, idleMs, code: 'PING_TIMEOUT', timedOut: true })
+      this.#drop(slot, 'PING_TIMEOUT')
+      return false
+    }
     if (slot.state === 'CLOSED') return false
     if (slot.broken) return this.#drop(slot, undefined), false
     return true

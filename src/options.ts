@@ -52,6 +52,12 @@ export interface HolderOptions {
    * answer to the handshake (a cancel key that is not a process id).
    */
   pooled?: boolean | undefined
+  /**
+   * On a direct connection, ask the server to end the session once it has been idle a little
+   * longer than idleTimeoutMs (idle_session_timeout, sent in the startup packet: no round trip),
+   * so a frozen process still gives its connection back. Default true.
+   */
+  serverIdleClose?: boolean
 }
 
 export type ResolvedOptions = Required<Omit<HolderOptions, 'pooled'>> & { pooled: boolean | undefined }
@@ -73,6 +79,7 @@ export const defaultOptions: ResolvedOptions = Object.freeze({
   closeTimeoutMs: 5_000,
   applicationName: 'warmconn',
   pooled: undefined,
+  serverIdleClose: true,
 })
 
 const durations = [
@@ -128,6 +135,10 @@ export function resolveOptions(input: HolderOptions = {}, allowedExtra: readonly
       throw new InvalidOptionError('applicationName', 'must be 1 to 63 printable ASCII characters')
     }
     out.applicationName = input.applicationName
+  }
+  if (input.serverIdleClose !== undefined) {
+    if (typeof input.serverIdleClose !== 'boolean') throw new InvalidOptionError('serverIdleClose', `expected true or false, got ${describe(input.serverIdleClose)}`)
+    out.serverIdleClose = input.serverIdleClose
   }
   if (input.pooled !== undefined) {
     if (typeof input.pooled !== 'boolean') throw new InvalidOptionError('pooled', `expected true, false or undefined (detect), got ${describe(input.pooled)}`)

@@ -44,3 +44,21 @@ export function safeDecode(s: string): string {
     return s
   }
 }
+
+// Hosts reached without crossing a network: TLS adds nothing there.
+const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '::1', '[::1]'])
+
+/**
+ * Whether a connection to `hosts` gets warmconn's TLS default, verified TLS. The drivers connect
+ * in plain text unless told otherwise, which across a network would send the password and data
+ * in the clear; so any host that is not local (or a socket path) gets it, unless the URL
+ * (`sslmode=`, `ssl=`) or the caller's own options (`explicit`) decide. Each driver spells the
+ * result its own way; `ipAddress` is the one host when it is an IP address, which some clients
+ * must be told to check the certificate against.
+ */
+export function tlsDefault(url: URL, hosts: readonly string[], explicit: boolean): { ipAddress: string | undefined } | undefined {
+  if (explicit || url.searchParams.has('sslmode') || url.searchParams.has('ssl')) return undefined
+  if (hosts.every((h) => LOCAL_HOSTS.has(h.replace(/:\d+$/, '')) || h.startsWith('/'))) return undefined
+  const only = hosts.length === 1 ? hosts[0]! : undefined
+  return { ipAddress: only && /^[\d.]+$|:/.test(only) ? only.replace(/^\[|\]$/g, '') : undefined }
+}

@@ -17,28 +17,24 @@ export interface IdleClose {
   /** How long warmconn had held the connection idle when it learnt of the close. */
   idleMs: number
   idleTimeoutMs: number
-  /** The session's idle_session_timeout as read while connecting (0: off), when the driver reads it. */
-  serverIdleSessionTimeoutMs: number | undefined
   target: string
 }
 
 /**
- * The server ended a session warmconn held idle for less than idleTimeoutMs, either saying so
- * (57P05) or after the session's own idle_session_timeout had passed. Behind a pooler the
+ * The server ended a session warmconn held idle for less than idleTimeoutMs, saying so (57P05).
+ * Seen when warmconn's own session setting is off (serverIdleClose: false) and the driver passes
+ * the server's goodbye on (node-postgres, neon; postgres.js does not). Behind a pooler the
  * server's timeout closes the pooler's connection, not this one, so nothing is seen there.
- * @example idleSessionWarning({ code: '57P05', idleMs: 1200, idleTimeoutMs: 60000, serverIdleSessionTimeoutMs: undefined, target })
+ * @example idleSessionWarning({ code: '57P05', idleMs: 1200, idleTimeoutMs: 60000, target })
  */
 export function idleSessionWarning(close: IdleClose): Warning | undefined {
-  const { code, idleMs, idleTimeoutMs, serverIdleSessionTimeoutMs: setting, target } = close
-  if (idleMs >= idleTimeoutMs) return undefined
-  const timedOut = code === '57P05' || (setting !== undefined && setting > 0 && idleMs >= setting)
-  if (!timedOut) return undefined
-  const server = setting !== undefined && setting > 0 ? ` (${setting} ms)` : ''
+  const { code, idleMs, idleTimeoutMs, target } = close
+  if (idleMs >= idleTimeoutMs || code !== '57P05') return undefined
   return {
     code: 'WARMCONN_WARN_IDLE_SESSION_TIMEOUT',
     message:
       `The server ended an idle session to ${target} after ${Math.round(idleMs)} ms, before idleTimeoutMs (${idleTimeoutMs} ms): ` +
-      `its idle_session_timeout${server} is lower, so the server closes first every time and the next call pays a new connect. ` +
+      `its idle_session_timeout is lower, so the server closes first every time and the next call pays a new connect. ` +
       `Set idleTimeoutMs (WARMCONN_IDLE_TIMEOUT_MS) below the server's idle_session_timeout`,
   }
 }

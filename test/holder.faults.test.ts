@@ -62,7 +62,8 @@ describe('recovery without failing the call', () => {
     const name = appName('idlesession')
     await pg.setIdleSessionTimeout(200)
     try {
-      const holder = makeHolder(pg.url, { applicationName: name })
+      // warmconn's own server idle close would override the server's setting for its session.
+      const holder = makeHolder(pg.url, { applicationName: name, serverIdleClose: false })
       const before = await pidOf(holder)
       expect(await eventually(async () => (await pg.backends(name)).length === 0)).toBe(true)
       expect(await eventually(async () => holder.stats().closedBroken === 1)).toBe(true)

@@ -6,14 +6,17 @@
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { neonConfig, type Client } from '@neondatabase/serverless'
+import { neonConfig, Pool, type Client } from '@neondatabase/serverless'
+import { sql } from 'drizzle-orm'
+import { drizzle } from 'drizzle-orm/neon-serverless'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startPostgres, type TestPg } from './harness/pg.js'
 import { freePort } from './harness/ports.js'
+import { startProxy } from './harness/proxy.js'
 import { startRelay, type Relay } from './harness/relay.js'
 import { appName, eventually, sleep } from './helpers/core.js'
 import { AuthError, ConnectError, ConnectionLostError, Holder, InvalidOptionError, type HolderOptions } from '../src/index.js'
-import { neonDriver, warmNeon, type NeonConfigOverrides } from '../src/drivers/neon.js'
+import { neonDriver, warmNeon, warmPool, type NeonConfigOverrides } from '../src/drivers/neon.js'
 
 let pg: TestPg
 let relay: Relay
@@ -83,6 +86,28 @@ describe('reuse over the WebSocket', () => {
     expect(await pg.statements({ pid, since: mark })).toEqual(['select 1', "select 'after idle' as x", "select 'hot again' as x"])
     expect(holder.stats()).toMatchObject({ revalidated: 1, opened: 1 })
     await holder.close()
+  })
+})
+
+describe('the pipelined probe (a stale idempotent call)', () => {
+  it('goes out in one flight with the call (a bare Sync), and the server logs no statement for it', async () => {
+    // Relay -> fault proxy -> PostgreSQL: the proxy counts what neon's Client sends, in flights.
+    const proxy = await startProxy({ host: pg.host, port: pg.port }, { latencyMs: 20 })
+    try {
+      const holder = makeHolder({ applicationName: appName('neon-probe'), staleAfterMs: 100 }, pg.urlFor({ port: proxy.port }))
+      const pid = await pidOf(holder)
+      await sleep(150)
+      const mark = await pg.mark()
+      const flights = proxy.flights()
+      const { rows } = await holder.run((client) => client.query("select 'probed' as x"), { idempotent: true })
+      expect(rows[0].x).toBe('probed')
+      expect(proxy.flights() - flights).toBe(1)
+      expect(await pg.statements({ pid, since: mark })).toEqual(["select 'probed' as x"])
+      expect(holder.stats()).toMatchObject({ revalidated: 1, opened: 1, failures: 0 })
+      await holder.close()
+    } finally {
+      await proxy.close()
+    }
   })
 })
 
@@ -240,6 +265,29 @@ describe('closing and credentials', () => {
     expect(holder.stats()).toMatchObject({ connectRetries: 0, connectFailures: 1 })
     const error = err as AuthError
     expect(`${error.message}\n${error.stack}\n${String((error.cause as Error).message)}`).not.toContain(password)
+  })
+})
+
+describe('warmPool over neon', () => {
+  it("is a neon Pool to Drizzle's neon driver: queries on one backend, a throwing transaction commits nothing", async () => {
+    const name = appName('neon-pool')
+    const pool = warmPool(pg.url, { applicationName: name, neon: relay.neonConfig() })
+    expect(pool).toBeInstanceOf(Pool)
+    expect(warmPool(pg.url, { applicationName: name, neon: relay.neonConfig() })).toBe(pool)
+    const db = drizzle(pool)
+    const pids = new Set<number>()
+    for (let i = 0; i < 20; i++) pids.add(Number((await db.execute<{ pid: number }>(sql`select pg_backend_pid() as pid`)).rows[0]!.pid))
+    expect([...pids]).toEqual((await pg.backends(name)).map((b) => b.pid))
+    await expect(db.transaction(async (tx) => {
+      await tx.execute(sql`insert into ledger (note) values ('neon-pool-tx')`)
+      throw new Error('handler failed inside the transaction')
+    })).rejects.toThrow('handler failed')
+    expect(await notes('neon-pool-tx')).toBe(0)
+    expect((await pg.backends(name)).map((b) => b.state)).toEqual(['idle'])
+    expect(pool.holder.stats()).toMatchObject({ opened: 1, failures: 0 })
+    expect(() => warmPool(pg.url, { max: 2 } as never)).toThrow(/maxConnections/)
+    await pool.end()
+    expect(await pg.backends(name)).toEqual([])
   })
 })
 

@@ -11,6 +11,7 @@ import { inspect } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { AuthError, CallTimeoutError, ConfigRejectedError, ConnectError, ConnectionLostError, Holder, TlsError, closeAll, type HolderEventName } from '../src/index.js'
 import { postgresDriver, warmPostgres, type Sql } from '../src/drivers/postgres.js'
+import { pgDriver, warmPg, warmPool } from '../src/drivers/pg.js'
 import { enableTls, makeCa, type TestCa } from './fixtures/security-tls.js'
 import { httpEvent } from './harness/lambda/apigw.js'
 import { build, startLambda } from './harness/lambda/emulator.js'
@@ -84,7 +85,7 @@ describe('credentials never appear in output', () => {
     }
     const errors: unknown[] = []
     const keep = (type: new (...args: never[]) => unknown, err: unknown): void => {
-      expect(err, describeError(err)).toBeInstanceOf(type)
+      expect(err, `${type.name}: ${describeError(err)}`).toBeInstanceOf(type)
       errors.push(err)
     }
     const expectError = async (type: new (...args: never[]) => unknown, run: () => Promise<unknown>): Promise<void> => keep(type, await failure(run))
@@ -106,6 +107,7 @@ describe('credentials never appear in output', () => {
       proxy.heal()
       const stuck = holder(pg.urlFor({ port: proxy.port }), { callTimeoutMs: 300 })
       await select(stuck)
+      await select(stuck) // after the array-type lookup that follows a first call
       proxy.blackhole()
       await expectError(CallTimeoutError, () => select(stuck))
     } finally {
@@ -176,6 +178,81 @@ describe('credentials never appear in output', () => {
   })
 })
 
+describe('credentials never appear in output: the pg driver and warmPool', () => {
+  it('errors, holder events, pool events and stats of pg holders and pools failing in every way', async () => {
+    const seen: string[] = []
+    const errors: unknown[] = []
+    const options = { connectBudgetMs: 1_500, connectTimeoutMs: 500, pingTimeoutMs: 300 }
+    const watch = <H extends { on: Holder<unknown>['on'] }>(h: H): H => {
+      for (const event of EVENTS) h.on(event, (payload) => seen.push(JSON.stringify(payload)))
+      return h
+    }
+    const pools: Array<ReturnType<typeof warmPool>> = []
+    const pool = (url: string, more = {}) => {
+      const p = warmPool(url, { ...options, ...more })
+      watch(p.holder)
+      // Their first argument is an error (or undefined); the second is the pg.Client, as with
+      // pg-pool, which keeps its password as a hidden property and is not scanned here.
+      for (const event of ['error', 'release'] as const) p.on(event, (err: unknown) => seen.push(describeError(err)))
+      pools.push(p)
+      return p
+    }
+    const keep = async (type: new (...args: never[]) => unknown, run: () => Promise<unknown>): Promise<void> => {
+      const err = await failure(run)
+      expect(err, `${type.name}: ${describeError(err)}`).toBeInstanceOf(type)
+      errors.push(err)
+    }
+    for (const url of [pg.urlFor({ password: WRONG }), pg.urlFor({ user: 'app', password: WRONG })]) {
+      await keep(AuthError, () => watch(warmPg(url, options)).run((c) => c.query('select 1')))
+      await keep(AuthError, () => pool(url).query('select 1'))
+    }
+    await keep(ConfigRejectedError, () => pool(pg.urlFor({ database: 'no_such_db' })).query('select 1'))
+    await keep(ConnectError, async () => pool(pg.urlFor({ port: await freePort() })).query('select 1'))
+    await keep(ConfigRejectedError, () => pool(via(pg.url, '127.0.0.2', remote.port)).query('select 1')) // TLS asked, not offered
+
+    const proxy = await startProxy({ host: pg.host, port: pg.port })
+    try {
+      const silent = pool(pg.urlFor({ port: proxy.port }), { staleAfterMs: 0 })
+      await silent.query('select 1')
+      proxy.blackhole()
+      await keep(ConnectError, () => silent.query('select 1'))
+      proxy.heal()
+      const stuck = pool(pg.urlFor({ port: proxy.port }), { callTimeoutMs: 300 })
+      await stuck.query('select 1')
+      proxy.blackhole()
+      await keep(CallTimeoutError, () => stuck.query('select 1'))
+    } finally {
+      await proxy.close()
+    }
+
+    // Killed mid-query, and killed while idle (the pool's 'error' event carries that error).
+    const killed = pool(pg.url, { applicationName: 'wc-sec-pg-killed' })
+    const lost = failure(() => killed.query('select pg_sleep(5)'))
+    expect(await eventually(async () => (await pg.admin`select 1 from pg_stat_activity where application_name = 'wc-sec-pg-killed' and query like '%pg_sleep%'`).length === 1)).toBe(true)
+    await pg.terminate({ applicationName: 'wc-sec-pg-killed' })
+    errors.push(await lost)
+    await killed.query('select 1')
+    await pg.terminate({ applicationName: 'wc-sec-pg-killed' })
+    expect(await eventually(async () => killed.holder.stats().closedBroken === 2)).toBe(true)
+    const client = await killed.connect()
+    errors.push(await failure(() => client.query('select * from no_such_table')))
+    client.release(new Error(`released with ${pg.password} in the message`))
+
+    for (const url of [`postgres://app:${pg.password}@[bad`, `mysql://app:${pg.password}@h/db`]) {
+      await keep(Error, async () => warmPool(url))
+      await keep(Error, async () => pgDriver(url))
+    }
+    await Promise.all(pools.map((p) => p.end()))
+
+    const stats = pools.map((p) => JSON.stringify([p.holder.stats(), p.options, p.totalCount]))
+    const everything = [...seen, ...errors.map(describeError), ...stats].join('\n')
+    expect(seen.length).toBeGreaterThan(10)
+    for (const secret of [pg.password, encodeURIComponent(pg.password), WRONG, encodeURIComponent(WRONG)]) {
+      expect(everything.includes(secret), `a password showed up (${secret.length} characters)`).toBe(false)
+    }
+  }, 60_000)
+})
+
 describe('TLS, against a server that does not offer it', () => {
   it('default (verify-full for a host that is not local): fails at once with a typed error, no retries', async () => {
     const h = new Holder(postgresDriver(via(pg.url, '127.0.0.2', remote.port), { onnotice: () => {} }), {})
@@ -186,6 +263,23 @@ describe('TLS, against a server that does not offer it', () => {
     expect(err).toBeInstanceOf(TlsError)
     expect((err as Error).message).toMatch(/the server does not offer TLS/)
     expect(retries).toEqual([])
+    await h.close()
+  })
+
+  it('pg, default: fails at once with a typed error, no retries', async () => {
+    const h = new Holder(pgDriver(via(pg.url, '127.0.0.2', remote.port)), {})
+    const retries: unknown[] = []
+    h.on('connectRetry', (e) => retries.push(e))
+    const err = await failure(() => h.run((c) => c.query('select 1')))
+    expect(err, describeError(err)).toBeInstanceOf(ConfigRejectedError)
+    expect(retries).toEqual([])
+    await h.close()
+  })
+
+  it('pg, sslmode=disable in the URL: connects in plain text', async () => {
+    const h = new Holder(pgDriver(`${via(pg.url, '127.0.0.2', remote.port)}?sslmode=disable`), {})
+    const { rows } = await h.run((c) => c.query('select ssl from pg_stat_ssl where pid = pg_backend_pid()'))
+    expect(rows[0].ssl).toBe(false)
     await h.close()
   })
 
@@ -240,6 +334,24 @@ describe('TLS, against a server with a certificate from a private CA (for localh
 
   it('postgres: { ssl: { ca, servername } }: connects, verified', async () => {
     expect(await encrypted(new Holder(postgresDriver(url, { onnotice: () => {}, ssl: { ca: ca.ca, servername: 'localhost' } }), {}))).toBe(true)
+  })
+
+  it('pg, default: the certificate is not trusted, a typed error, not retried', async () => {
+    const h = new Holder(pgDriver(url), {})
+    const retries: unknown[] = []
+    h.on('connectRetry', (e) => retries.push(e))
+    const err = await failure(() => h.run((c) => c.query('select 1')))
+    expect(err, describeError(err)).toBeInstanceOf(ConfigRejectedError)
+    expect((err as ConfigRejectedError).sqlState).toMatch(/CERT|VERIFY|SIGNATURE|ISSUER/)
+    expect(retries).toEqual([])
+    await h.close()
+  })
+
+  it('pg, pg: { ssl: { ca, servername } }: connects, verified', async () => {
+    const h = new Holder(pgDriver(url, { ssl: { ca: ca.ca, servername: 'localhost' } }), {})
+    const { rows } = await h.run((c) => c.query('select ssl from pg_stat_ssl where pid = pg_backend_pid()'))
+    expect(rows[0].ssl).toBe(true)
+    await h.close()
   })
 
   it('default with the CA trusted (NODE_EXTRA_CA_CERTS): a certificate for other names than 127.0.0.2 is refused', async () => {

@@ -7,15 +7,17 @@
  * each other. Nothing here is Node-only: in workerd the global WebSocket is used.
  * @module
  */
-import { Client, neonConfig, type NeonConfigGlobalAndClient } from '@neondatabase/serverless'
+import { Client, Pool, neonConfig, type NeonConfigGlobalAndClient, type QueryConfig, type QueryResult, type QueryResultRow } from '@neondatabase/serverless'
 import type { Classified, Driver, DriverConnection, OpenOptions } from '../driver.js'
-import { classifyError, errorCode } from '../classify.js'
+import { errorCode } from '../classify.js'
 import { InvalidOptionError } from '../errors.js'
 import { Holder } from '../holder.js'
 import type { HolderOptions } from '../options.js'
+import { poolOptions, sharedPool, type WarmPoolOptions } from '../pool.js'
 import { sharedHolder, stableKey } from '../registry.js'
 import { parseConnectionUrl, safeDecode, secretsOf } from '../url.js'
-import { withTimeout } from '../timer.js'
+import { classifyClientError, openClient, startupOptions, type Target } from './pg-client.js'
+import { looksLikePooler } from '../pooler.js'
 
 /** The settings neon accepts per Client: wsProxy, webSocketConstructor, useSecureWebSocket... */
 export type NeonConfigOverrides = Partial<NeonConfigGlobalAndClient>
@@ -23,6 +25,20 @@ export type NeonConfigOverrides = Partial<NeonConfigGlobalAndClient>
 export interface WarmNeonOptions extends HolderOptions {
   /** Applied to each Client this holder opens; the global `neonConfig` supplies the rest. */
   neon?: NeonConfigOverrides
+}
+
+export interface WarmNeonPoolOptions extends WarmPoolOptions {
+  neon?: NeonConfigOverrides
+}
+
+export { type PoolQuery, type PooledClient, type WarmPoolOptions } from '../pool.js'
+
+/** warmPool's pool: a neon Pool to every library that takes one, on the holder's lifecycle. */
+export type WarmNeonPool = Pool & {
+  /** The holder behind the pool: `stats()`, and warmconn's events with `on(...)`. */
+  readonly holder: Holder<Client>
+  /** A query config may mark itself safe to run twice (see WarmPoolOptions.idempotent). */
+  query<R extends QueryResultRow = any>(config: QueryConfig & { idempotent?: boolean }, values?: unknown[]): Promise<QueryResult<R>>
 }
 
 const PER_CLIENT = new Set<string>([
@@ -35,8 +51,6 @@ const PER_CLIENT = new Set<string>([
 const UNREACHABLE = 'WS_UNREACHABLE'
 // The WebSocket reported an error while in use; what was in flight may or may not have run.
 const WS_ERROR = 'WS_ERROR'
-// node-postgres raises these, without a code, once the socket under a Client is gone.
-const LOST_MESSAGES = [/^Connection terminated/, /is not queryable$/]
 
 /**
  * The shared holder for this URL and these options: created on first call, the same live one on
@@ -47,9 +61,32 @@ const LOST_MESSAGES = [/^Connection terminated/, /is not queryable$/]
  */
 export function warmNeon(url: string | undefined, options: WarmNeonOptions = {}): Holder<Client> {
   const { neon = {}, ...holderOptions } = options ?? {}
+  return neonHolder(neonDriver(url, neon), url, neon, holderOptions, {})
+}
+
+/**
+ * A pg.Pool-shaped pool over neon's Client, for libraries that take one (see warmconn/pg's
+ * warmPool): the shared pool for this URL and these options.
+ * @example
+ * import { drizzle } from 'drizzle-orm/node-postgres'
+ * const db = drizzle(warmPool(process.env.DATABASE_URL, { neon: { webSocketConstructor: WebSocket } }))
+ */
+export function warmPool(url: string | undefined, options: WarmNeonPoolOptions = {}): WarmNeonPool {
+  const { idempotent, rest } = poolOptions(options, CONNECTION_SETTINGS)
+  const { neon = {}, ...holderOptions } = rest
   const driver = neonDriver(url, neon)
+  const holder = neonHolder(driver, url, neon, holderOptions, { api: 'pool', idempotent })
+  // The facade implements the Pool's public surface (and is instanceof neon's Pool); see pool.ts.
+  return sharedPool(holder, Pool, { idempotent, secrets: driver.secrets }) as unknown as WarmNeonPool
+}
+
+const CONNECTION_SETTINGS = Object.fromEntries(
+  ['host', 'port', 'user', 'password', 'database', 'ssl', 'statement_timeout'].map((key) => [key, 'put it in the URL']),
+)
+
+function neonHolder(driver: Driver<Client>, url: string | undefined, neon: NeonConfigOverrides, holderOptions: HolderOptions, api: Record<string, unknown>): Holder<Client> {
   const { hostname, port } = new URL(url!)
-  const key = stableKey({ driver: 'neon', url, neon: settingsKey(neon, hostname, Number(port || 5432)), holderOptions })
+  const key = stableKey({ driver: 'neon', url, neon: settingsKey(neon, hostname, Number(port || 5432)), holderOptions, ...api })
   return sharedHolder(key, (forget) => new Holder(driver, holderOptions, { onClose: forget }))
 }
 
@@ -68,95 +105,35 @@ export function neonDriver(url: string | undefined, neon: NeonConfigOverrides = 
   }
   const user = safeDecode(parsed.username)
   const database = safeDecode(parsed.pathname.slice(1))
+  const target = { host: parsed.hostname, port: Number(parsed.port || 5432) }
   return {
     name: 'neon',
     secrets: secretsOf(parsed),
     target: `${user || '(default user)'}@${parsed.hostname}:${parsed.port || 5432}/${database || '(default database)'}`,
-    open: (options) => openConnection(url!, neon, options),
-    classify: (err): Classified => classifyError(err, codeOf(err), ownCode),
+    open: (options) => openConnection(url!, neon, options, target),
+    classify: (err): Classified => classifyClientError(err, { codeOf: wsCode, classify: ownCode }, target),
   }
 }
 
-async function openConnection(url: string, neon: NeonConfigOverrides, o: OpenOptions): Promise<DriverConnection<Client>> {
-  const client = new Client({ connectionString: url, application_name: o.applicationName })
+function openConnection(url: string, neon: NeonConfigOverrides, o: OpenOptions, target: Target): Promise<DriverConnection<Client>> {
+  const options = startupOptions(undefined, o, target)
+  const client = new Client({ connectionString: url, application_name: o.applicationName, ...(options ? { options } : {}) })
   Object.assign(client.neonConfig, neon) // the Client's own socket: per-instance settings
-  let ready = false
-  let ending = false
-  let reported = false
   // Any byte from the server: a failure before it tells "PostgreSQL never answered" (retry) from
   // PostgreSQL refusing, which comes with its own SQLSTATE.
   let heard = false
-  // 'I' idle, 'T' in a transaction, 'E' in a failed one: the server's own word, from the
-  // ReadyForQuery that ends every statement, so no SQL text has to be parsed to know it.
-  let txStatus = 'I'
-  let failOpen: (err: unknown) => void = () => {}
-  const broken = (code: string | undefined): void => {
-    if (reported || ending) return
-    reported = true
-    o.onBroken(code)
-  }
-  // A listener must exist at all times: an 'error' event without one would crash the process.
-  // The server's own goodbye (57P05 idle-session timeout, 57P01 terminated) comes first, as an
-  // 'error' with its SQLSTATE, before "Connection terminated unexpectedly" and 'end'.
-  client.on('error', (err: unknown) => (ready ? broken(codeOf(err)) : failOpen(err)))
-  client.on('end', () => (ready ? broken(undefined) : failOpen(new Error('Connection terminated unexpectedly'))))
   client.neonConfig.on('data', () => void (heard = true))
-  // The pid PostgreSQL gives for cancel requests, free with the handshake. A proxy that rewrites
-  // cancel keys (as pgbouncer does) would make it the proxy's number instead.
-  let backendPid: number | undefined
-  client.connection.once('backendKeyData', (msg: { processID: number }) => void (backendPid = msg.processID))
-
-  const connecting = client.connect()
-  // Added after connect(): with pipelineConnect, connect() removes every readyForQuery listener.
-  // With pipelineConnect connect() also resolves before the server has checked the password, so
-  // open waits for the first real ReadyForQuery: an auth failure must fail here, not the caller.
-  const answered = new Promise<void>((resolve, reject) => {
-    failOpen = reject
-    client.connection.once('readyForQuery', () => resolve())
+  return openClient(client, o, {
+    failedOpen: (err) => (heard || errorCode(err) !== undefined ? err : unreachable(err)),
+    pooledHost: looksLikePooler(target.host, target.port),
   })
-  client.connection.on('readyForQuery', (msg: { status: string }) => void (txStatus = msg.status))
-  try {
-    await withTimeout(Promise.all([connecting, answered]), o.connectTimeoutMs, () =>
-      Object.assign(new Error(`connect timed out after ${o.connectTimeoutMs} ms`), { code: 'CONNECT_TIMEOUT' }),
-    )
-  } catch (err) {
-    ending = true
-    void client.end().catch(() => {})
-    throw heard || errorCode(err) !== undefined ? err : unreachable(err)
-  }
-  ready = true
-  return {
-    client,
-    backendPid,
-    async ping() {
-      await client.query('select 1')
-    },
-    inTransaction: () => txStatus !== 'I',
-    async rollback() {
-      await client.query('rollback')
-    },
-    async close(timeoutMs) {
-      ending = true
-      await withTimeout(client.end(), timeoutMs, () => new Error(`close timed out after ${timeoutMs} ms`))
-    },
-    destroy() {
-      ending = true
-      void client.end().catch(() => {})
-    },
-  }
 }
 
-/** The code of a neon/node-postgres error: SQLSTATE, errno, or one of ours for a dead socket. */
-function codeOf(err: unknown): string | undefined {
-  const code = errorCode(err)
-  if (code !== undefined || !err || typeof err !== 'object') return code
-  // A WebSocket 'error' event is passed on as is: an Event, not an Error. `ws` puts the socket
-  // error (ECONNRESET...) on `.error`; a platform WebSocket gives no detail at all.
-  if (!(err instanceof Error) && (err as { type?: unknown }).type === 'error') {
-    return errorCode((err as { error?: unknown }).error) ?? WS_ERROR
-  }
-  const message = err instanceof Error ? err.message : ''
-  return LOST_MESSAGES.some((lost) => lost.test(message)) ? 'CONNECTION_CLOSED' : undefined
+/** Our code for a WebSocket 'error' event, which arrives as an Event, not an Error. */
+function wsCode(err: unknown): string | undefined {
+  if (!err || typeof err !== 'object' || err instanceof Error || (err as { type?: unknown }).type !== 'error') return undefined
+  // `ws` puts the socket error (ECONNRESET...) on `.error`; a platform WebSocket gives no detail.
+  return errorCode((err as { error?: unknown }).error) ?? WS_ERROR
 }
 
 function ownCode(code: string | undefined): Classified | undefined {
@@ -191,6 +168,3 @@ function refOf(value: object): number {
   if (ref === undefined) refs.set(value, (ref = ++lastRef))
   return ref
 }
-
-
-

@@ -11,10 +11,11 @@ import { InvalidOptionError } from '../errors.js'
 import { Holder } from '../holder.js'
 import type { HolderOptions } from '../options.js'
 import { sharedHolder, stableKey } from '../registry.js'
-import { parseConnectionUrl, safeDecode, secretsOf } from '../url.js'
+import { parseConnectionUrl, safeDecode, secretsOf, tlsDefault } from '../url.js'
 import { ARRAY_TYPES_QUERY, BUILT_IN_ARRAY_TYPES, installArrayTypes, knownArrayTypes, rememberArrayTypes, type TypeTables } from './postgres-arrays.js'
 import { watchSession } from './postgres-session.js'
 import { isServerPid, looksLikePooler } from '../pooler.js'
+import { refusedIdleTimeout, sessionIdleTimeout } from '../server-idle.js'
 
 export type Sql = postgres.Sql<Record<string, never>>
 export type PostgresOptions = postgres.Options<Record<string, never>>
@@ -63,6 +64,7 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
 
   const connectOptions = withSecureDefault(parsed, host, pgOptions)
   const pooledHost = [host].flat().some((h) => looksLikePooler(String(h), Number(port)))
+  const firstHost = String([host].flat()[0] ?? '').split(',')[0]!
   // Array types: looked up once per server and database (see postgres-arrays.ts); not at all if
   // the caller switched fetch_types off.
   const arrays: ArrayTypeSource = {
@@ -75,8 +77,11 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
     target: `${user || '(default user)'}@${host}:${port}/${database || '(default database)'}`,
     // postgres.js names its prepared statements unless told not to (prepare: false).
     namedStatements: pgOptions.prepare !== false,
-    open: (options) => openConnection(url!, connectOptions, options, arrays, pooledHost),
-    classify: (err): Classified => classifyError(err, errorCode(err)),
+    open: (options) => openConnection(url!, connectOptions, options, arrays, pooledHost, sessionIdleTimeout(options.serverIdleTimeoutMs, options.pooled, firstHost, Number(port))),
+    classify: (err): Classified =>
+      refusedIdleTimeout(err, firstHost, Number(port))
+        ? { kind: 'transient', code: 'STARTUP_PARAMETER_REFUSED', notSent: true, retryNow: true }
+        : classifyError(err, errorCode(err)),
   }
 }
 
@@ -87,7 +92,14 @@ interface ArrayTypeSource {
   before: boolean
 }
 
-async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOptions, arrays: ArrayTypeSource, pooledHost: boolean): Promise<DriverConnection<Sql>> {
+async function openConnection(
+  url: string,
+  pgOptions: PostgresOptions,
+  o: OpenOptions,
+  arrays: ArrayTypeSource,
+  pooledHost: boolean,
+  idleSessionTimeoutMs: number | undefined,
+): Promise<DriverConnection<Sql>> {
   let ending = false
   let rollingBack = false
   let authenticated = false
@@ -106,7 +118,12 @@ async function openConnection(url: string, pgOptions: PostgresOptions, o: OpenOp
     idle_timeout: 0,
     max_lifetime: 0,
     connect_timeout: o.connectTimeoutMs / 1000,
-    connection: { application_name: o.applicationName, ...pgOptions.connection },
+    // idle_session_timeout: the server ends the session if a frozen process never comes back (server-idle.ts).
+    connection: {
+      application_name: o.applicationName,
+      ...(idleSessionTimeoutMs === undefined ? {} : { idle_session_timeout: idleSessionTimeoutMs }),
+      ...pgOptions.connection,
+    },
     // The server reports its parameters once it has authenticated the connection: for a lazy
     // connect, the moment it is known to work. Handled after the rest of that packet, by when
     // the first statement has been sent and knows its backend.
@@ -221,23 +238,15 @@ function pidOf(query: BuiltQuery | undefined): number | undefined {
   return typeof pid === 'number' ? pid : undefined
 }
 
-const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '::1', '[::1]'])
-
-/**
- * postgres.js connects in plain text unless told otherwise. Across a network that would send
- * the password and data in the clear, so for any non-local host warmconn asks for TLS with
- * certificate verification, unless the URL (`sslmode=`) or the `ssl` option says otherwise.
- */
+/** warmconn's TLS default (see tlsDefault in url.ts), in postgres.js's words. */
 function withSecureDefault(url: URL, host: string | string[] | undefined, pgOptions: PostgresOptions): PostgresOptions {
   const list = Array.isArray(host) ? host : [host ?? '']
   if (!list.every((h) => typeof h === 'string')) throw new InvalidOptionError('postgres.host', 'expected a host name or an array of them')
-  if ('ssl' in pgOptions || url.searchParams.has('sslmode') || url.searchParams.has('ssl')) return pgOptions
-  const hosts = list.flatMap((h) => h.split(','))
-  if (hosts.every((h) => LOCAL_HOSTS.has(h.replace(/:\d+$/, '')) || h.startsWith('/'))) return pgOptions
+  const tls = tlsDefault(url, list.flatMap((h) => h.split(',')), 'ssl' in pgOptions)
+  if (!tls) return pgOptions
   // postgres.js sends no server name for an IP address, and Node then checks the certificate
   // against "localhost"; naming the host makes the check be against the address itself.
-  const only = hosts.length === 1 ? hosts[0]! : undefined
-  if (only && /^[\d.]+$|:/.test(only)) return { ...pgOptions, ssl: { host: only.replace(/^\[|\]$/g, '') } as never }
+  if (tls.ipAddress) return { ...pgOptions, ssl: { host: tls.ipAddress } as never }
   return { ...pgOptions, ssl: 'verify-full' }
 }
 

@@ -51,8 +51,6 @@ interface Link {
   dead: boolean
   /** The client socket, and the upstream once there is one. */
   sockets: Socket[]
-  /** Who sent the last bytes the proxy received on this connection. */
-  lastSpoke: 'client' | 'server' | undefined
 }
 
 export interface ProxyOptions {
@@ -83,11 +81,7 @@ export async function startProxy(target: { host: string; port: number }, opts: P
   // allowHalfOpen: a FIN from one side must not close the other before delayed bytes are delivered.
   const server = net.createServer({ allowHalfOpen: true }, (client) => {
     track(client)
-    const link: Link = { dead: blackholed, sockets: [client], lastSpoke: undefined }
-    client.on('data', () => {
-      if (link.lastSpoke !== 'client') flights++
-      link.lastSpoke = 'client'
-    })
+    const link: Link = { dead: blackholed, sockets: [client] }
     clients.add(client)
     links.add(link)
     client.on('close', () => {
@@ -105,7 +99,6 @@ export async function startProxy(target: { host: string; port: number }, opts: P
     }
     const upstream = net.connect({ host: target.host, port: target.port, allowHalfOpen: true })
     track(upstream)
-    upstream.on('data', () => void (link.lastSpoke = 'server'))
     link.sockets.push(upstream)
     // Registered before forward(), so a tripped chunk is dropped (the link is dead) before it is queued.
     client.on('data', (chunk: Buffer) => {
@@ -123,6 +116,13 @@ export async function startProxy(target: { host: string; port: number }, opts: P
     upstream.on('close', (hadError) => {
       if (hadError && !link.dead) client.resetAndDestroy()
     })
+    // Counted as bytes reach the proxy, before any delay: what the client did, not the network.
+    let serverSpoke = true
+    client.on('data', () => {
+      if (serverSpoke && !link.dead) flights++
+      serverSpoke = false
+    })
+    upstream.on('data', () => void (serverSpoke = true))
     forward(client, upstream, link, () => oneWayDelayMs)
     forward(upstream, client, link, () => oneWayDelayMs)
   })
