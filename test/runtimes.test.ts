@@ -26,6 +26,8 @@ import { DRIVERS, type Command, type Message } from './runtimes/child.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const CHILD_SOURCE = join(ROOT, 'test', 'runtimes', 'child.ts')
+/** The packages the entries of DRIVERS load (warmconn's optional peers). */
+const DRIVER_PACKAGES = ['postgres', 'pg']
 const OPTIONS = { staleAfterMs: 300, pingTimeoutMs: 500, idleTimeoutMs: 2_000, connectTimeoutMs: 3_000, callTimeoutMs: 10_000 }
 /** Hang detectors, not timing assertions: a reply or an exit past these is a hang. */
 const REPLY_TIMEOUT_MS = 20_000
@@ -160,7 +162,7 @@ for (const target of TARGETS) {
 /**
  * A fresh application folder in the run's temporary directory, as a user's: node_modules/warmconn
  * holds package.json and a dist/ compiled from this source (into the folder, so the checkout's own
- * dist/, which other tests pack, is never touched), node_modules/postgres is the project's copy,
+ * dist/, which other tests pack, is never touched), the drivers' packages are the project's copies,
  * and child.ts sits at the top. The runtimes resolve `warmconn/postgres` through its `exports`.
  */
 function installed(): string {
@@ -170,8 +172,10 @@ function installed(): string {
   const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc')
   execFileSync(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--outDir', join(pkg, 'dist')], { cwd: ROOT, stdio: 'pipe' })
   copyFileSync(join(ROOT, 'package.json'), join(pkg, 'package.json'))
-  symlinkSync(join(ROOT, 'node_modules', 'postgres'), join(dir, 'node_modules', 'postgres'), 'dir')
-  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'warmconn-runtimes-check', private: true, type: 'module', dependencies: { warmconn: '*', postgres: '*' } }))
+  // The drivers' own packages: the project's copies (each finds its dependencies where it really is).
+  for (const dependency of DRIVER_PACKAGES) symlinkSync(join(ROOT, 'node_modules', dependency), join(dir, 'node_modules', dependency), 'dir')
+  const dependencies = Object.fromEntries(['warmconn', ...DRIVER_PACKAGES].map((name) => [name, '*']))
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'warmconn-runtimes-check', private: true, type: 'module', dependencies }))
   copyFileSync(CHILD_SOURCE, join(dir, 'child.ts'))
   return dir
 }

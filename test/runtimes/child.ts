@@ -37,6 +37,11 @@ export const DRIVERS: Record<string, DriverEntry> = {
     open: (m, url, options) => m.warmPostgres(url, options),
     exec: async (sql, text) => [...(await sql.unsafe(text))],
   },
+  pg: {
+    module: 'warmconn/pg',
+    open: (m, url, options) => m.warmPg(url, options),
+    exec: async (client, text) => (await client.query(text)).rows,
+  },
 }
 
 /** What the parent sends. */
