@@ -33,7 +33,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const VITEST = join(dirname(createRequire(import.meta.url).resolve('vitest/package.json')), 'vitest.mjs')
 const onCi = Boolean(process.env.CI)
 /** The whole run's bound; each suite also has its own. */
-const BUDGET_S = Number(process.env.WARMCONN_TEST_BUDGET_S ?? 20 * 60)
+const BUDGET_S = Number(process.env.WC_TEST_BUDGET_S ?? 20 * 60)
 /** After SIGTERM to a stopped suite's group, how long before SIGKILL. */
 const KILL_GRACE_MS = 5_000
 /** The Workers tests run on this date as well as on wrangler.toml's: before 2026-10-01. */
@@ -72,7 +72,7 @@ function suites(filters: string[]): Suite[] {
     needs: [node22, runtime('wrangler')],
     boundS: 5 * 60,
     command: vitest(node22.bin ?? 'node', WORKERS_FILES),
-    env: () => ({ WARMCONN_MINIFLARE_DIR: RUNTIMES_MODULES, WARMCONN_COMPATIBILITY_DATE: date }),
+    env: () => ({ WC_TEST_MINIFLARE_DIR: RUNTIMES_MODULES, WC_TEST_COMPATIBILITY_DATE: date }),
   })
   const wrangler = runtime('wrangler')
   return [

@@ -202,10 +202,10 @@ async function startChild(target: Target, driver: string, app: string): Promise<
       ...process.env,
       ...target.env,
       DENO_DIR: join(cache, 'deno'),
-      WARMCONN_CHILD: '1',
-      WARMCONN_DRIVER: driver,
+      WC_TEST_CHILD: '1',
+      WC_TEST_DRIVER: driver,
       DATABASE_URL: pg.urlFor({ port: proxy.port }),
-      WARMCONN_OPTIONS: JSON.stringify({ ...OPTIONS, applicationName: app }),
+      WC_TEST_OPTIONS: JSON.stringify({ ...OPTIONS, applicationName: app }),
     },
     stdio: ['pipe', 'pipe', 'pipe'],
   })

@@ -25,7 +25,7 @@ export default function setup(): () => Promise<void> {
   process.env.TMPDIR = dir
   // Every process started from here on carries it (the CI runner may have set one for its suite).
   const marker = (process.env[RUN_MARKER_ENV] ??= randomUUID())
-  if (wranglerDateUnsupported && !process.env.WARMCONN_COMPATIBILITY_DATE) {
+  if (wranglerDateUnsupported && !process.env.WC_TEST_COMPATIBILITY_DATE) {
     console.log(
       `note: the Workers tests run on compatibility date ${testedCompatibilityDate}, the newest workerd ${workerRuntime.workerd} knows; ` +
         `wrangler.toml's ${wranglerConfig.compatibilityDate} needs a newer one: npm test runs it on today's workerd (${INSTALL_COMMAND})`,

@@ -5,7 +5,7 @@
  * As root the server runs as the `postgres` OS user, which cannot run binaries inside a checkout
  * that only root may enter (`mktemp -d`, /root/...): initdb then fails with EACCES. In that case
  * the binaries (about 60 MB) are copied once per process into the temporary directory and removed
- * on exit; a vitest run copies them once for all its workers (WARMCONN_PG_BIN_DIR, set by
+ * on exit; a vitest run copies them once for all its workers (WC_TEST_PG_BIN_DIR, set by
  * test/harness/global-setup.ts).
  * @module
  */
@@ -21,7 +21,7 @@ export interface PgBinaries {
 }
 
 /** A copy of the platform package's `native` directory made by a parent process, reused as is. */
-export const PG_BIN_DIR_ENV = 'WARMCONN_PG_BIN_DIR'
+export const PG_BIN_DIR_ENV = 'WC_TEST_PG_BIN_DIR'
 // The owner's pid in the name lets a later run delete copies whose owner died without cleanup.
 const COPY_PREFIX = 'warmconn-pg-bin-'
 

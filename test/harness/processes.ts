@@ -19,7 +19,9 @@ export interface ProcessInfo {
  * descendant that keeps its parent's environment, even one that left the process group or was
  * re-parented when its parent died.
  */
-export const RUN_MARKER_ENV = 'WARMCONN_TEST_RUN'
+export const RUN_MARKER_ENV = 'WC_TEST_RUN'
+// The tests' own variables start with WC_TEST_, never WARMCONN_: optionsFromEnv refuses an unknown
+// WARMCONN_ variable, and the example functions read process.env in-process.
 
 /** Whether a process exists (EPERM: it exists, owned by someone else). */
 export function isAlive(pid: number): boolean {
@@ -111,6 +113,6 @@ export function describeProcesses(processes: ProcessInfo[]): string {
 /** Masks user:password@ in URLs and the test password wherever it appears. */
 function mask(text: string): string {
   const masked = text.replace(/(\/\/[^/:@\s]*):[^@\s]*@/g, '$1:***@')
-  const password = process.env.WARMCONN_TEST_PASSWORD
+  const password = process.env.WC_TEST_PASSWORD
   return password ? masked.replaceAll(password, '***') : masked
 }

@@ -2,7 +2,7 @@
  * A vitest reporter beside the default one, with two jobs:
  * - at the end, one line per suite skipped for want of something (test/helpers/requires.ts),
  *   naming it and how to enable it;
- * - with WARMCONN_PROGRESS_FILE set (by the CI runner, scripts/test.ts), that file always holds
+ * - with WC_TEST_PROGRESS_FILE set (by the CI runner, scripts/test.ts), that file always holds
  *   the test files, tests and hooks running right now (`<start epoch ms>\t<what>` per line), so
  *   a run stopped for hanging can name what hung.
  * @module
@@ -10,7 +10,7 @@
 import { writeFileSync } from 'node:fs'
 import type { Reporter, TestCase, TestModule, TestSuite } from 'vitest/node'
 
-export const PROGRESS_FILE_ENV = 'WARMCONN_PROGRESS_FILE'
+export const PROGRESS_FILE_ENV = 'WC_TEST_PROGRESS_FILE'
 
 type HookContext = Parameters<NonNullable<Reporter['onHookStart']>>[0]
 

@@ -89,7 +89,7 @@ export function runtimeRequirement(id: RuntimeId): Requirement {
   return { what: r.label, missing: r.missing, enable: `${INSTALL_COMMAND} (installs ${r.source} into .ci/runtimes)` }
 }
 
-/** The miniflare and workerd of today's wrangler, for WARMCONN_MINIFLARE_DIR (see vitest.config.ts). */
+/** The miniflare and workerd of today's wrangler, for WC_TEST_MINIFLARE_DIR (see vitest.config.ts). */
 export function miniflareVersions(): { miniflare: string; workerd: string } | undefined {
   try {
     const version = (name: string) => (JSON.parse(readFileSync(join(RUNTIMES_MODULES, name, 'package.json'), 'utf8')) as { version: string }).version

@@ -1,7 +1,7 @@
 /**
  * Which miniflare and workerd the Workers tests run on, and on which compatibility date.
  *
- * The project's own miniflare runs on Node 20. With WARMCONN_MINIFLARE_DIR set to a node_modules
+ * The project's own miniflare runs on Node 20. With WC_TEST_MINIFLARE_DIR set to a node_modules
  * directory, the miniflare and workerd there are used instead: the CI runner points it at
  * .ci/runtimes/node_modules, today's wrangler's (Node >= 22).
  * @module
@@ -12,7 +12,7 @@ import { join } from 'node:path'
 
 /** require() from the node_modules the Workers tests use. */
 export const fromWorkerModules = createRequire(
-  process.env.WARMCONN_MINIFLARE_DIR ? join(process.env.WARMCONN_MINIFLARE_DIR, 'noop.js') : import.meta.url,
+  process.env.WC_TEST_MINIFLARE_DIR ? join(process.env.WC_TEST_MINIFLARE_DIR, 'noop.js') : import.meta.url,
 )
 const workerd = fromWorkerModules('workerd') as { compatibilityDate: string; version: string }
 
@@ -34,12 +34,12 @@ export const wranglerConfig = {
 export const wranglerDateUnsupported = wranglerConfig.compatibilityDate > workerRuntime.newestCompatibilityDate
 
 /**
- * The date the Workers tests run on unless a test names one: WARMCONN_COMPATIBILITY_DATE (the CI
+ * The date the Workers tests run on unless a test names one: WC_TEST_COMPATIBILITY_DATE (the CI
  * runner runs the suite on a date before and one after 2026-10-01), else wrangler.toml's when this
  * workerd knows it, else the newest this workerd knows (test/harness/global-setup.ts says so).
  */
 export const testedCompatibilityDate =
-  process.env.WARMCONN_COMPATIBILITY_DATE ?? (wranglerDateUnsupported ? workerRuntime.newestCompatibilityDate : wranglerConfig.compatibilityDate)
+  process.env.WC_TEST_COMPATIBILITY_DATE ?? (wranglerDateUnsupported ? workerRuntime.newestCompatibilityDate : wranglerConfig.compatibilityDate)
 
 function fail(what: string): never {
   throw new Error(`wrangler.toml: no ${what}`)

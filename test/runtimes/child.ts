@@ -62,10 +62,10 @@ export type Message =
 const EVENTS = ['connectSuccess', 'connectRetry', 'connectFail', 'revalidateSuccess', 'revalidateFail', 'closeIdle', 'closeLifetime', 'closeBroken', 'sessionReset', 'replay', 'callTimeout', 'close']
 
 async function main(): Promise<void> {
-  const driver = DRIVERS[process.env.WARMCONN_DRIVER ?? '']
-  if (!driver) throw new Error(`WARMCONN_DRIVER: expected one of ${Object.keys(DRIVERS).join(', ')}`)
+  const driver = DRIVERS[process.env.WC_TEST_DRIVER ?? '']
+  if (!driver) throw new Error(`WC_TEST_DRIVER: expected one of ${Object.keys(DRIVERS).join(', ')}`)
   const exports = await import(driver.module)
-  const holder = driver.open(exports, process.env.DATABASE_URL!, JSON.parse(process.env.WARMCONN_OPTIONS ?? '{}'))
+  const holder = driver.open(exports, process.env.DATABASE_URL!, JSON.parse(process.env.WC_TEST_OPTIONS ?? '{}'))
   const send = (message: Message): void => void process.stdout.write(`${JSON.stringify(message)}\n`)
   for (const event of EVENTS) holder.on(event, () => send({ event }))
 
@@ -112,7 +112,7 @@ function runtimeName(): string {
   return `Node ${process.versions.node}`
 }
 
-if (process.env.WARMCONN_CHILD === '1') {
+if (process.env.WC_TEST_CHILD === '1') {
   main().catch((err: unknown) => {
     process.stderr.write(`child failed: ${err instanceof Error ? err.stack : String(err)}\n`)
     process.exitCode = 1
