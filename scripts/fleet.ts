@@ -6,6 +6,7 @@
 import { startPostgres, type TestPg } from '../test/harness/pg.js'
 import { pgBouncerBinary, startPgBouncer } from '../test/harness/pgbouncer.js'
 import { BOUNCER_OPTIONS, directOverBudget, directWaiting, formatTable, throughPgBouncer, type Figures } from '../test/fleet/scenarios.js'
+import { frozenFleet } from '../test/fleet/frozen.js'
 
 // The harnesses clean up in 'exit' handlers, which a signal would skip.
 process.once('SIGINT', () => process.exit(130))
@@ -31,6 +32,10 @@ try {
   figures.push(await directWaiting(pg))
   console.log('fleet of 100 directly, over capacity with a short budget ...')
   figures.push(await directOverBudget(pg))
+  console.log('frozen fleet of 200 directly, server idle close on ...')
+  figures.push(await frozenFleet(pg, { instances: 200, serverIdleClose: true, connectBudgetMs: 8_000 }))
+  console.log('frozen fleet of 80 directly, server idle close off ...')
+  figures.push(await frozenFleet(pg, { instances: 80, serverIdleClose: false, connectBudgetMs: 3_000 }))
   console.log(`\n${formatTable(figures)}`)
 } finally {
   await pg?.stop()

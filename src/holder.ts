@@ -215,13 +215,7 @@ export class Holder<C> {
     this.#counts.runs++
     const tries: ConnectTry = { attempts: 0, startedAt: 0 }
     for (let attempt = 1; ; attempt++) {
-      let slot: Slot<C>
-      try {
-        slot = await this.#acquire(idempotent, tries)
-      } catch (err) {
-        this.#counts.failures++
-        throw err
-      }
+      const slot = await this.#take(idempotent, tries)
       let result: T
       try {
         result = await this.#within(slot, fn, timeoutMs)
@@ -300,13 +294,7 @@ export class Holder<C> {
   async lease(options: LeaseOptions = {}): Promise<Lease<C>> {
     const timeoutMs = this.#timeoutOf(options)
     this.#counts.runs++
-    let slot: Slot<C>
-    try {
-      slot = await this.#acquire(false, undefined)
-    } catch (err) {
-      this.#counts.failures++
-      throw err
-    }
+    const slot = await this.#take(false, undefined)
     // The lease's connection is destroyed at its deadline; its client's pending queries then fail.
     this.#startCall(slot, timeoutMs, undefined)
     let done = false
@@ -405,6 +393,16 @@ export class Holder<C> {
     await Promise.race([Promise.all(this.#closing), sleep(Math.max(0, deadline - Date.now()))])
     this.#events.emit('close', { connections: count, destroyed })
     this.#hooks.onClose?.()
+  }
+
+  /** #acquire for a call or lease that has started: not getting a connection is its failure. */
+  async #take(idempotent: boolean, tries: ConnectTry | undefined): Promise<Slot<C>> {
+    try {
+      return await this.#acquire(idempotent, tries)
+    } catch (err) {
+      this.#counts.failures++
+      throw err
+    }
   }
 
   /**

@@ -65,3 +65,35 @@ describe('messages that carry the meaning when the code does not', () => {
     expect(classifyError(new Error('select failed: Network connection lost. (user text)'), undefined).kind).toBe('query')
   })
 })
+
+describe('server-enforced idle close (server-idle.ts)', () => {
+  it('the server ends the session at idleTimeoutMs plus the larger of 1 s and 10%', async () => {
+    const { serverIdleTimeoutMs } = await import('../src/server-idle.js')
+    expect(serverIdleTimeoutMs(500)).toBe(1_500)
+    expect(serverIdleTimeoutMs(60_000)).toBe(66_000)
+    // Never more than the larger of 1 s and 20% past it (the bound).
+    for (const ms of [1, 300, 5_000, 60_000, 3_600_000]) expect(serverIdleTimeoutMs(ms) - ms).toBeLessThanOrEqual(Math.max(1_000, ms / 5))
+  })
+
+  it("the server's 57P05 goodbye is a closed connection", () => {
+    expect(classifyCode('57P05')).toMatchObject({ kind: 'connection' })
+  })
+
+  it('sent only where safe: not when off, not to a pooler (said or by its host/port), not to a target that refused it', async () => {
+    const { refusedIdleTimeout, sessionIdleTimeout } = await import('../src/server-idle.js')
+    expect(sessionIdleTimeout(1_500, undefined, 'db.internal', 5432)).toBe(1_500)
+    expect(sessionIdleTimeout(undefined, undefined, 'db.internal', 5432)).toBeUndefined()
+    expect(sessionIdleTimeout(1_500, true, 'db.internal', 5432)).toBeUndefined()
+    expect(sessionIdleTimeout(1_500, undefined, 'ep-cool-123-pooler.us-east-2.aws.neon.tech', 5432)).toBeUndefined()
+    expect(sessionIdleTimeout(1_500, undefined, 'db.internal', 6432)).toBeUndefined()
+    expect(sessionIdleTimeout(1_500, false, 'db.internal', 6432)).toBe(1_500) // pooled: false overrides the guess
+    // PgBouncer's refusal is news once: remembered for the target, then no longer about us.
+    const refusal = Object.assign(new Error('unsupported startup parameter: idle_session_timeout'), { code: '08P01' })
+    expect(refusedIdleTimeout(new Error('password authentication failed'), 'pgb.internal', 5432)).toBe(false)
+    expect(refusedIdleTimeout(refusal, 'pgb.internal', 5432)).toBe(true)
+    expect(sessionIdleTimeout(1_500, undefined, 'pgb.internal', 5432)).toBeUndefined()
+    expect(refusedIdleTimeout(refusal, 'pgb.internal', 5432)).toBe(false)
+    // PostgreSQL before 14 does not know the setting.
+    expect(refusedIdleTimeout(Object.assign(new Error('unrecognized configuration parameter "idle_session_timeout"'), { code: '42704' }), 'pg13.internal', 5432)).toBe(true)
+  })
+})

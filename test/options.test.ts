@@ -90,6 +90,17 @@ describe('contradictory settings are refused at construction where the contradic
   })
 })
 
+describe('pooled and serverIdleClose', () => {
+  it('take booleans (pooled also undefined: detect), from code or the environment; anything else names the option', () => {
+    expect(resolveOptions({})).toMatchObject({ pooled: undefined, serverIdleClose: true })
+    expect(resolveOptions({ pooled: true, serverIdleClose: false })).toMatchObject({ pooled: true, serverIdleClose: false })
+    expect(() => resolveOptions({ pooled: 'yes' as never })).toThrow(/Invalid option "pooled"/)
+    expect(() => resolveOptions({ serverIdleClose: 1 as never })).toThrow(/Invalid option "serverIdleClose"/)
+    expect(optionsFromEnv({ WARMCONN_POOLED: 'true', WARMCONN_SERVER_IDLE_CLOSE: 'false' })).toEqual({ pooled: true, serverIdleClose: false })
+    expect(() => optionsFromEnv({ WARMCONN_POOLED: 'maybe' })).toThrow(/WARMCONN_POOLED.*expected true or false/)
+  })
+})
+
 describe('optionsFromEnv', () => {
   it('reads the WARMCONN_*_MS overrides', () => {
     expect(optionsFromEnv({ WARMCONN_STALE_AFTER_MS: '1500', WARMCONN_IDLE_TIMEOUT_MS: '0', OTHER: 'x' })).toEqual({

@@ -15,7 +15,7 @@ export interface HyperdriveBinding {
 
 /**
  * Settings for a per-request holder through Hyperdrive: up to 5 connections per request
- * (override with `options`). Array types are looked up once per isolate, not per request (see
+ * (override with `options`), marked `pooled`. Array types are looked up once per isolate, not per request (see
  * drivers/postgres-arrays.ts), so unlike plain postgres.js they need not be switched off here.
  * @example
  * withRequestScope(ctx, hyperdriveScope(env.HYPERDRIVE), (db) => db.run((sql) => sql`select 1`))
@@ -27,6 +27,7 @@ export function hyperdriveScope(binding: HyperdriveBinding, options: WarmPostgre
   const { postgres: pgOptions, ...holderOptions } = options
   return {
     url: binding.connectionString,
-    options: { maxConnections: 5, ...holderOptions, ...(pgOptions ? { postgres: pgOptions } : {}) },
+    // Hyperdrive is a transaction pooler: nothing pipelined, no session settings (pooler.ts).
+    options: { maxConnections: 5, pooled: true, ...holderOptions, ...(pgOptions ? { postgres: pgOptions } : {}) },
   }
 }

@@ -75,7 +75,7 @@ const sharedPostgres: Plugin = {
   },
 }
 
-function bundle(entry: string): Promise<string> {
+export function bundle(entry: string): Promise<string> {
   return build({
     entryPoints: [new URL(entry, import.meta.url).pathname],
     bundle: true,

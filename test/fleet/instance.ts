@@ -8,7 +8,8 @@ import { workerData } from 'node:worker_threads'
 import { warmPostgres } from '../../src/drivers/postgres.js'
 import type { InstanceConfig, Outcome, Report } from './fleet.js'
 
-const config = (workerData as { config: InstanceConfig }).config
+// From the worker thread's data, or (a child process host, which can be frozen) the environment.
+const config = ((workerData as { config: InstanceConfig } | null)?.config ?? JSON.parse(process.env.FLEET_INSTANCE_CONFIG!)) as InstanceConfig
 // Module scope, as in a deployed function: created on load, reused by every warm invocation.
 const db = warmPostgres(config.url, config.options)
 const retryCodes: Record<string, number> = {}

@@ -26,6 +26,8 @@ export interface PgBouncerOptions {
   defaultPoolSize?: number
   /** Client connections PgBouncer accepts; default 250. */
   maxClientConn?: number
+  /** client_idle_timeout, whole seconds: PgBouncer closes a client connection idle this long. Default off. */
+  clientIdleTimeoutSeconds?: number
 }
 
 /** A row of SHOW POOLS: one pool per database/user pair. */
@@ -176,6 +178,7 @@ admin_users = ${c.superuser}
 pool_mode = ${c.opts.poolMode ?? 'transaction'}
 default_pool_size = ${c.opts.defaultPoolSize ?? 20}
 max_client_conn = ${c.opts.maxClientConn ?? 250}
+client_idle_timeout = ${c.opts.clientIdleTimeoutSeconds ?? 0}
 `
 }
 
