@@ -36,7 +36,20 @@ export const INPROCESS_PATTERNS: Record<string, Pattern> = {
       return { call, teardown: async () => {} }
     },
   },
-  'a warmconn, cold every call': warmconn({ idleTimeoutMs: 1 }, true),
+  // A new holder (as a cold process has) for each call: connect, the call, close.
+  'a warmconn, cold every call': {
+    async setup(url, ssl) {
+      const call: Call = async (n) => {
+        const holder = new Holder(postgresDriver(url, { ssl, ...quiet }))
+        try {
+          return await holder.run((sql) => query(sql, n), { idempotent: true })
+        } finally {
+          await holder.close({ timeoutMs: 1_000 })
+        }
+      }
+      return { call, teardown: async () => {} }
+    },
+  },
   'b ping every call': {
     async setup(url, ssl) {
       const sql = postgres(url, { max: 1, ssl, ...quiet })

@@ -12,7 +12,8 @@ import { neonDriver } from '../src/drivers/neon.js'
 import { pgDriver } from '../src/drivers/pg.js'
 import { startPostgres, type TestPg } from './harness/pg.js'
 import { startRelay, type Relay } from './harness/relay.js'
-import { skipPgBouncer, startPgBouncer, type TestPgBouncer } from './harness/pgbouncer.js'
+import { pgBouncer, startPgBouncer, type TestPgBouncer } from './harness/pgbouncer.js'
+import { requires } from './helpers/requires.js'
 import { conformance } from './conformance/suite.js'
 
 let pg: TestPg
@@ -62,7 +63,7 @@ conformance({
 // Through PgBouncer in transaction mode (prepared statements off: PgBouncer 1.18 cannot route
 // them). The backend behind a client connection changes per transaction, so the suite checks
 // reuse on the client's socket and the rest on the server's log and rows.
-describe.skipIf(skipPgBouncer)('through PgBouncer', () => {
+describe('through PgBouncer', requires(pgBouncer), () => {
   let bouncer: TestPgBouncer
   beforeAll(async () => {
     bouncer = await startPgBouncer(pg, { poolMode: 'transaction', defaultPoolSize: 5 })

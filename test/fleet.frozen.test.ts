@@ -13,7 +13,8 @@ import { serverIdleTimeoutMs } from '../src/server-idle.js'
 import { httpEvent } from './harness/lambda/apigw.js'
 import { build, startLambda, type LambdaEmulator } from './harness/lambda/emulator.js'
 import { startPostgres, type TestPg } from './harness/pg.js'
-import { skipPgBouncer, startPgBouncer } from './harness/pgbouncer.js'
+import { pgBouncer, startPgBouncer } from './harness/pgbouncer.js'
+import { requires } from './helpers/requires.js'
 import { eventually, sleep } from './helpers/core.js'
 
 const IDLE_MS = 500
@@ -117,7 +118,7 @@ describe('frozen instances hold no server connection past idleTimeoutMs + margin
   })
 })
 
-describe.skipIf(skipPgBouncer)('behind PgBouncer', () => {
+describe('behind PgBouncer', requires(pgBouncer), () => {
   it('the parameter is refused once and remembered: nothing reaches the caller; client_idle_timeout bounds the pooler\'s client connections', async () => {
     const bouncer = await startPgBouncer(pg, { clientIdleTimeoutSeconds: 1, defaultPoolSize: 2 })
     try {

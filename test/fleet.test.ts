@@ -6,7 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startPostgres, type TestPg } from './harness/pg.js'
-import { skipPgBouncer, startPgBouncer } from './harness/pgbouncer.js'
+import { pgBouncer, startPgBouncer } from './harness/pgbouncer.js'
+import { requires } from './helpers/requires.js'
 import { BOUNCER_OPTIONS, directOverBudget, directWaiting, formatTable, IDLE_TIMEOUT_MS, OVER_BUDGET_MS, POOL_SIZE, throughPgBouncer, type Figures } from './fleet/scenarios.js'
 
 // Fleets of 200 on two cores, maybe next to other test runs: time is bounded by the hang
@@ -31,7 +32,7 @@ function expectNoSecret(f: Figures): void {
   for (const o of f.outcomes) expect(o.error?.message ?? '').not.toContain(pg.password)
 }
 
-describe.skipIf(skipPgBouncer)('through PgBouncer (transaction mode)', () => {
+describe('through PgBouncer (transaction mode)', requires(pgBouncer), () => {
   it('a 200-way burst and steady bursts all succeed; the server never sees more than the pool', async () => {
     const bouncer = await startPgBouncer(pg, BOUNCER_OPTIONS)
     try {

@@ -7,7 +7,8 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { startPostgres, type TestPg } from './harness/pg.js'
-import { skipPgBouncer, startPgBouncer, type TestPgBouncer } from './harness/pgbouncer.js'
+import { pgBouncer, startPgBouncer, type TestPgBouncer } from './harness/pgbouncer.js'
+import { requires } from './helpers/requires.js'
 import { appName, eventually, makeHolder, recordEvents, sleep } from './helpers/core.js'
 import { AuthError, ConnectionLostError, type Holder, type HolderOptions } from '../src/index.js'
 import type { PostgresOptions, Sql } from '../src/drivers/postgres.js'
@@ -36,7 +37,7 @@ const clientsOf = async (name: string) => (await bouncer.showClients()).filter((
 const pool = async () => (await bouncer.showPools()).find((p) => p.user === 'app' && p.database === 'postgres')
 const rows = async () => (await pg.admin<{ note: string }[]>`select note from bouncer_notes order by id`).map((r) => r.note)
 
-describe.skipIf(skipPgBouncer)('warmconn through PgBouncer in transaction mode', () => {
+describe('warmconn through PgBouncer in transaction mode', requires(pgBouncer), () => {
   beforeAll(async () => {
     pg = await startPostgres({ maxConnections: 20 })
     bouncer = await startPgBouncer(pg, { defaultPoolSize: POOL_SIZE })

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startPostgres, type TestPg } from './harness/pg.js'
 import { freePort } from './harness/ports.js'
-import { startWorker, wranglerConfig, type TestWorker } from './harness/worker.js'
+import { startWorker, testedCompatibilityDate, type TestWorker } from './harness/worker.js'
 
 let pg: TestPg
 const WRONG_PASSWORD = 'wrong-password-canary'
@@ -22,7 +22,7 @@ afterAll(async () => {
 
 describe.each([
   ['2025-09-01, before enhanced_error_serialization', '2025-09-01'],
-  [`${wranglerConfig.compatibilityDate}, as in wrangler.toml`, wranglerConfig.compatibilityDate],
+  [`${testedCompatibilityDate}, the date under test`, testedCompatibilityDate],
 ])('Workers RPC on compatibility date %s', (_, compatibilityDate) => {
   let w: TestWorker
   const post = async (path: string, call: Record<string, unknown>) => (await w.fetch('POST', path, JSON.stringify(call))).body

@@ -113,7 +113,7 @@ export async function startPostgres(opts: StartOptions = {}): Promise<TestPg> {
       params: u.searchParams,
     })
   }
-  const password = process.env.WARMCONN_TEST_PASSWORD || `wc-pw-${randomBytes(12).toString('hex')}`
+  const password = process.env.WC_TEST_PASSWORD || `wc-pw-${randomBytes(12).toString('hex')}`
   const server = await startEmbeddedServer(password, {
     listen_addresses: '127.0.0.1',
     unix_socket_directories: '', // TCP only: no socket files to collide or clean up

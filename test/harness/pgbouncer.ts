@@ -4,7 +4,7 @@
  * process exit handler and an orphan sweep on the next start clean up after a crashed run.
  *
  * PgBouncer refuses to run as root, so as root it is started with `-u postgres` (the OS user the
- * embedded server creates) and its directory is handed to that user.
+ * embedded server runs as, see os-user.ts) and its directory is handed to that user.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -15,7 +15,9 @@ import { createInterface } from 'node:readline'
 import postgres, { type Sql } from 'postgres'
 import type { TestPg, UrlOptions } from './pg.js'
 import { freePort } from './ports.js'
-import { isAlive } from './pg-server.js'
+import { serverOsUser } from './os-user.js'
+import { isAlive } from './processes.js'
+import type { Requirement } from '../helpers/requires.js'
 
 export interface PgBouncerOptions {
   /** Default 'transaction', the mode serverless poolers (RDS Proxy, Supavisor, Hyperdrive) use. */
@@ -84,11 +86,17 @@ export const pgBouncerBinary = [
 ].find((path): path is string => Boolean(path) && isExecutable(path!))
 
 /**
- * True when PgBouncer tests should be skipped: not installed, and not on CI. On CI, `.ci/run`
- * installs it, so a missing binary must fail the run (startPgBouncer throws) rather than skip.
+ * For `describe(name, requires(pgBouncer), ...)`: skipped where PgBouncer is not installed, except
+ * on CI, where `.ci/run` installs it, so a missing binary fails the run (startPgBouncer throws).
  */
-export const skipPgBouncer = pgBouncerBinary === undefined && !process.env.CI
-if (skipPgBouncer) console.warn('Skipping PgBouncer tests: pgbouncer is not installed (apt-get install pgbouncer, as .ci/run does).')
+export const pgBouncer: Requirement = {
+  what: 'pgbouncer',
+  missing: pgBouncerBinary === undefined ? 'pgbouncer is not installed' : undefined,
+  enable: 'apt-get install pgbouncer (as .ci/run does), or set PGBOUNCER=/path/to/pgbouncer',
+}
+
+/** For branches written before requires(): skips without the line at the end of `npm test`. Prefer requires(pgBouncer). */
+export const skipPgBouncer = pgBouncer.missing !== undefined && !process.env.CI
 
 const live = new Map<string, ChildProcess>() // temp dir -> running pgbouncer
 // An 'exit' handler may only do synchronous work: kill hard and delete.
@@ -116,13 +124,13 @@ export async function startPgBouncer(pg: TestPg, opts: PgBouncerOptions = {}): P
     // proof and log in to the server with SCRAM (the embedded server's auth method).
     const users = [...new Set([superuser, appUser])]
     writeFileSync(join(dir, 'userlist.txt'), users.map((u) => `${quote(u)} ${quote(pg.password)}\n`).join(''), { mode: 0o600 })
-    const owner = process.getuid?.() === 0 ? osUser('postgres') : undefined
+    const owner = serverOsUser()
     // A port taken between freePort() and PgBouncer's bind is retried with another one.
     for (let attempt = 1; ; attempt++) {
       const port = await freePort()
       writeFileSync(join(dir, 'pgbouncer.ini'), ini({ dir, port, pg, superuser, opts }))
       if (owner) for (const name of ['', 'pgbouncer.ini', 'userlist.txt']) chownSync(join(dir, name), owner.uid, owner.gid)
-      const child = spawn(pgBouncerBinary, [...(owner ? ['-u', 'postgres'] : []), join(dir, 'pgbouncer.ini')], {
+      const child = spawn(pgBouncerBinary, [...(owner ? ['-u', owner.name] : []), join(dir, 'pgbouncer.ini')], {
         stdio: ['ignore', 'pipe', 'pipe'],
       })
       live.set(dir, child)
@@ -250,14 +258,6 @@ function isExecutable(path: string): boolean {
   } catch {
     return false
   }
-}
-
-/** uid and gid of an OS user, from /etc/passwd (Node has no getpwnam). */
-function osUser(name: string): { uid: number; gid: number } {
-  const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith(`${name}:`))
-  if (!line) throw new Error(`running as root, pgbouncer needs an OS user "${name}" to run as (startPostgres creates it)`)
-  const [, , uid, gid] = line.split(':')
-  return { uid: Number(uid), gid: Number(gid) }
 }
 
 /** A userlist.txt field: double-quoted, with " doubled. */

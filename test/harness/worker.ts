@@ -3,14 +3,23 @@
  * it (the `workerd` export condition picks postgres.js's Workers build), on the compatibility
  * date and flags of wrangler.toml, talking to the test PostgreSQL over loopback.
  *
+ * Which miniflare, and which date: see workerd.ts. Today's (miniflare 5) takes its options in a
+ * new shape; they are converted from the v4 shape with its own convertV4MiniflareOptions.
+ *
  * @module
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import type { Readable } from 'node:stream'
 import { build } from 'esbuild'
-import { Miniflare } from 'miniflare'
+import type { Miniflare, MiniflareOptions } from 'miniflare'
+import { fromWorkerModules, testedCompatibilityDate, wranglerConfig } from './workerd.js'
+
+export { testedCompatibilityDate, workerRuntime, wranglerConfig } from './workerd.js'
+
+const miniflare = fromWorkerModules('miniflare') as typeof import('miniflare') & {
+  convertV4MiniflareOptions?: (options: MiniflareOptions) => MiniflareOptions
+}
 
 export interface WorkerOptions {
   /** Entry file (TypeScript), e.g. functions/worker.ts. */
@@ -18,7 +27,7 @@ export interface WorkerOptions {
   /** Plain-text bindings (vars and secrets): DATABASE_URL, WARMCONN_*. */
   bindings?: Record<string, string>
   hyperdrives?: Record<string, string>
-  /** Default: wrangler.toml's. */
+  /** Default: testedCompatibilityDate (wrangler.toml's where this workerd knows it). */
   compatibilityDate?: string
   /** Durable Object bindings to exported classes; default { WARMCONN: 'WarmconnDurableObject' } as in wrangler.toml. */
   durableObjects?: Record<string, string>
@@ -39,17 +48,6 @@ export interface TestWorker {
   /** Everything the Worker wrote to stdout and stderr (console.log, uncaught errors). */
   output(): string
   dispose(): Promise<void>
-}
-
-const toml = readFileSync(new URL('../../wrangler.toml', import.meta.url), 'utf8')
-/** compatibility_date and compatibility_flags of wrangler.toml, so the tests run what is deployed. */
-export const wranglerConfig = {
-  compatibilityDate: /^compatibility_date\s*=\s*"([^"]+)"/m.exec(toml)?.[1] ?? fail('compatibility_date'),
-  compatibilityFlags: JSON.parse(/^compatibility_flags\s*=\s*(\[[^\]]*\])/m.exec(toml)?.[1] ?? fail('compatibility_flags')) as string[],
-}
-
-function fail(what: string): never {
-  throw new Error(`wrangler.toml: no ${what}`)
 }
 
 /** Bundles `entry` into one ESM module for workerd and returns its path (in a fresh temp dir). */
@@ -76,21 +74,23 @@ export async function startWorker(options: WorkerOptions): Promise<TestWorker> {
   const bundle = await bundleWorker(options.entry)
   const durableObjects = options.durableObjects ?? { WARMCONN: 'WarmconnDurableObject' }
   const lines: string[] = []
-  const mf = new Miniflare({
+  const config: MiniflareOptions = {
     modules: true,
     scriptPath: bundle.file,
     modulesRoot: dirname(bundle.file), // module names must not climb out of it with ".."
-    compatibilityDate: options.compatibilityDate ?? wranglerConfig.compatibilityDate,
+    compatibilityDate: options.compatibilityDate ?? testedCompatibilityDate,
     compatibilityFlags: wranglerConfig.compatibilityFlags,
     bindings: options.bindings ?? {},
     hyperdrives: options.hyperdrives ?? {},
     durableObjects: Object.fromEntries(Object.entries(durableObjects).map(([binding, className]) => [binding, { className, useSQLite: true }])),
     // No network beyond loopback here: do not fetch Request.cf from Cloudflare.
     cf: false,
-    handleRuntimeStdio: (stdout: Readable, stderr: Readable) => {
-      for (const stream of [stdout, stderr]) stream.on('data', (chunk: Buffer) => lines.push(chunk.toString('utf8')))
+    // console output and uncaught errors, one record per line, from every miniflare version.
+    handleStructuredLogs: ({ message }: { message: string }) => {
+      lines.push(`${message}\n`)
     },
-  })
+  }
+  const mf = new miniflare.Miniflare(miniflare.convertV4MiniflareOptions?.(config) ?? config)
   try {
     await mf.ready
   } catch (error) {
