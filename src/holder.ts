@@ -23,6 +23,7 @@ import { Emitter, type HolderEventName, type Listener } from './events.js'
 import { checkRunOptions, checkTimeout, describe, resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
 import { idleSessionWarning, preparedStatementWarning, type Warning } from './warnings.js'
 import { serverIdleTimeoutMs } from './server-idle.js'
+import { bindToRequest, inSameRequest, type RequestBinding } from './request-context.js'
 import { deadlineTimer, settle, sleep, withTimeout, type DeadlineTimer } from './timer.js'
 
 /**
@@ -52,7 +53,7 @@ interface Slot<C> {
   /** Set by the driver when the connection closed on its own (backend terminated, socket reset). */
   broken: boolean
   /** Bound to the request that opened the connection, on runtimes that bind I/O to requests. */
-  context: RequestContextProbe | undefined
+  context: RequestBinding | undefined
   /** While a call or lease holds the connection: when it is cut off (epoch ms), its bound, and who to tell. */
   callDeadlineAt: number
   callTimeoutMs: number
@@ -437,7 +438,7 @@ export class Holder<C> {
       deadline ??= Date.now() + this.options.acquireTimeoutMs
       const handed = await this.#wait(deadline)
       if (handed) {
-        if (!sameRequest(handed)) {
+        if (!inSameRequest(handed.context)) {
           this.#forget(handed)
           throw new CrossRequestError()
         }
@@ -470,7 +471,7 @@ export class Holder<C> {
     const now = Date.now()
     const idleMs = now - slot.lastUsedAt
     if (slot.broken) return this.#drop(slot, undefined), undefined
-    if (!sameRequest(slot)) {
+    if (!inSameRequest(slot.context)) {
       this.#forget(slot)
       throw new CrossRequestError()
     }
@@ -558,7 +559,7 @@ export class Holder<C> {
     if (connect.attempts === 0) connect.startedAt = Date.now()
     const slot: Slot<C> = {
       id: ++this.#nextId, state: 'CONNECTING', conn: undefined,
-      openedAt: 0, expiresAt: 0, lastUsedAt: 0, broken: false, context: requestContextProbe(),
+      openedAt: 0, expiresAt: 0, lastUsedAt: 0, broken: false, context: bindToRequest(),
       callDeadlineAt: 0, callTimeoutMs: 0, cutOff: undefined, probe: undefined, proven: false, connect, maintaining: undefined,
     }
     this.#slots.add(slot)
@@ -957,23 +958,3 @@ const SETTLE_AFTER_IDLE_MS = 50
 
 /** The least time worth giving a connect attempt (loopback TCP + SCRAM take ~20 ms here). */
 const MIN_ATTEMPT_MS = 250
-
-/**
- * workerd binds I/O objects to the request that created them; reading `signal.aborted` of an
- * AbortController from another request throws (measured: about 0.4 microseconds a check). In
- * Node, and inside a Durable Object, where one I/O context is shared, it never throws.
- */
-type RequestContextProbe = AbortController
-
-function requestContextProbe(): RequestContextProbe | undefined {
-  return typeof AbortController === 'function' ? new AbortController() : undefined
-}
-
-function sameRequest(slot: Slot<unknown>): boolean {
-  try {
-    void slot.context?.signal.aborted
-    return true
-  } catch {
-    return false
-  }
-}

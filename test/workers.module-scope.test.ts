@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startPostgres, type TestPg } from './harness/pg.js'
-import { startWorker, workerRuntime, type TestWorker } from './harness/worker.js'
+import { startWorker, type TestWorker } from './harness/worker.js'
 import { eventually } from './helpers/core.js'
 
 let pg: TestPg
@@ -18,18 +18,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await pg?.stop()
 })
-
-/**
- * warmconn tells a connection from another request by reading an AbortController made with it:
- * workerd up to 1.20260426 throws there, workerd 1.20261117 (today's wrangler, every compatibility
- * date) no longer does, while sockets are still bound to their request. There the refused
- * connection is used, fails, and the call ends in ConnectionLostError: module-scope misuse fails
- * every second request again, typed but without the advice. Until src/holder.ts has a probe that
- * works there, these tests are marked as known to fail on such a workerd (it.fails turns red the
- * day they pass, so the mark cannot outlive the fix).
- */
-const CROSS_REQUEST_PROBE_LAST_SEEN_WORKING = '1.20260426.1'
-const refuses = workerRuntime.workerd > CROSS_REQUEST_PROBE_LAST_SEEN_WORKING ? it.fails : it
 
 function moduleScopeWorker(entry: string, app: string): Promise<TestWorker> {
   return startWorker({ entry, bindings: { DATABASE_URL: pg.urlFor({ params: { application_name: app } }) }, durableObjects: {} })
@@ -73,7 +61,7 @@ describe('warmPostgres in module scope', () => {
     await w?.dispose()
   })
 
-  refuses('refuses the connection of an earlier request with a typed CrossRequestError', async () => {
+  it('refuses the connection of an earlier request with a typed CrossRequestError', async () => {
     const first = await w.fetch('GET', '/')
     expect(first.status).toBe(200)
     const second = await w.fetch('GET', '/')
@@ -91,7 +79,7 @@ describe('warmPostgres in module scope', () => {
     expect(third.body.pid).not.toBe(first.body.pid)
   })
 
-  refuses('refuses it too when the request that opened it is still running (no hang, no runtime error)', async () => {
+  it('refuses it too when the request that opened it is still running (no hang, no runtime error)', async () => {
     // Clear the connection the last test left (refused, so forgotten): the pair starts with none.
     expect((await w.fetch('GET', '/')).status).toBe(503)
     const [busy, waiting] = await Promise.all([w.fetch('GET', '/?sleepMs=300'), w.fetch('GET', '/')])
