@@ -854,6 +854,9 @@ export class Holder<C> {
     this.#waiters.shift()?.wake(undefined)
     for (const notify of this.#onSlotGone.splice(0)) notify()
     this.#armIdleTimer()
+    // The call timer stays armed between calls (the hot path arms none); with no connection left
+    // nothing can be late, and a pending timer would keep a Durable Object from being evicted.
+    if (this.#slots.size === 0 && this.#calling.size === 0) this.#callTimer.cancel()
   }
 
   #armIdleTimer(): void {

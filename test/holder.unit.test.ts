@@ -186,3 +186,16 @@ describe('holder lifecycle (fake driver, fake clock)', () => {
     expect(attempts()).toBe(1)
   })
 })
+
+describe('timers of the holder itself', () => {
+  it('once the idle close has run, no timer of the holder is left pending (a Durable Object can be evicted)', async () => {
+    const { driver } = fakeDriver()
+    const holder = new Holder(driver, { idleTimeoutMs: 1_000, callTimeoutMs: 5_000 })
+    const before = vi.getTimerCount()
+    await holder.run((c) => c)
+    expect(vi.getTimerCount()).toBeGreaterThan(before) // the idle timer, and the call timer armed by the call
+    await vi.advanceTimersByTimeAsync(1_000)
+    expect(holder.stats()).toMatchObject({ closedIdle: 1, open: 0 })
+    expect(vi.getTimerCount()).toBe(before)
+  })
+})

@@ -106,6 +106,8 @@ describe('array types through warmconn (real server)', () => {
     holders.push(holder, other)
     const mark = await pg.mark()
     await holder.run((sql) => sql`select ${[1, 2]}::int4[] as a`)
+    // The lookup runs on the idle connection after that first call; the next call waits for it.
+    await holder.run(() => undefined)
     await pg.terminate({ applicationName: name })
     const [row] = await holder.run((sql) => sql`select ${[3, 4]}::int4[] as a`, { idempotent: true })
     const [second] = await other.run((sql) => sql`select array['x', null]::text[] as t`)
