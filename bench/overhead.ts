@@ -9,7 +9,7 @@
  */
 import postgres from 'postgres'
 import { Holder, type Driver } from '../src/index.js'
-import { postgresDriver } from '../src/drivers/postgres.js'
+import { postgresDriver, type Sql } from '../src/drivers/postgres.js'
 import { startPostgres } from '../test/harness/pg.js'
 
 const ROUNDS = 15
@@ -44,9 +44,12 @@ const pg = await startPostgres()
 try {
   const quiet = { onnotice: () => {} }
   const raw = postgres(pg.url, { max: 1, fetch_types: false, ...quiet })
+  // The default, and without the server-side idle close: with idle_session_timeout set, the
+  // server arms a timer each time the session goes idle, work of its own on every statement.
   const holder = new Holder(postgresDriver(pg.url, quiet))
+  const noServerIdle = new Holder(postgresDriver(pg.url, quiet), { serverIdleClose: false })
   const viaRaw = (n: number) => raw`select ${n}::int as n`
-  const viaHolder = (n: number) => holder.run((sql) => sql`select ${n}::int as n`, { idempotent: true })
+  const via = (h: Holder<Sql>) => (n: number) => h.run((sql) => sql`select ${n}::int as n`, { idempotent: true })
   const round = async (call: (n: number) => Promise<unknown>) => {
     const cpu = process.cpuUsage()
     const started = process.hrtime.bigint()
@@ -55,26 +58,27 @@ try {
     const used = process.cpuUsage(cpu)
     return { wall, cpu: (used.user + used.system) / PG_CALLS }
   }
-  for (let i = 0; i < 3; i++) await round(viaRaw), await round(viaHolder)
-  const cpuDiff: number[] = []
-  const wallDiff: number[] = []
+  const calls = [viaRaw, via(holder), via(noServerIdle)]
+  for (let i = 0; i < 3; i++) for (const call of calls) await round(call)
+  const diffs = [[], []] as Array<Array<{ cpu: number; wall: number }>>
   const rawWall: number[] = []
   for (let r = 0; r < PG_ROUNDS; r++) {
-    // Alternate which goes first, so neither always runs on a warmer machine.
-    const first = r % 2 === 0 ? await round(viaRaw) : undefined
-    const ours = await round(viaHolder)
-    const theirs = first ?? (await round(viaRaw))
-    cpuDiff.push(ours.cpu - theirs.cpu)
-    wallDiff.push(ours.wall - theirs.wall)
-    rawWall.push(theirs.wall)
+    // Rotate the order, so none always runs on a warmer machine.
+    const order = [0, 1, 2].map((i) => (i + r) % 3)
+    const out: Array<{ wall: number; cpu: number }> = []
+    for (const i of order) out[i] = await round(calls[i]!)
+    for (const k of [1, 2]) diffs[k - 1]!.push({ cpu: out[k]!.cpu - out[0]!.cpu, wall: out[k]!.wall - out[0]!.wall })
+    rawWall.push(out[0]!.wall)
   }
   const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[xs.length >> 1]!
-  console.log(
-    `warm call on loopback PostgreSQL, warmconn over raw postgres.js (median of ${PG_ROUNDS} paired rounds of ${PG_CALLS}): ` +
-      `+${median(cpuDiff).toFixed(1)} us CPU, ${median(wallDiff) >= 0 ? '+' : ''}${median(wallDiff).toFixed(1)} us wall, on a raw call of ${median(rawWall).toFixed(0)} us`,
-  )
+  const signed = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(1)}`
+  console.log(`warm call on loopback PostgreSQL, over raw postgres.js (median of ${PG_ROUNDS} rounds of ${PG_CALLS}; a raw call takes ${median(rawWall).toFixed(0)} us):`)
+  for (const [i, label] of ['warmconn (defaults)', 'warmconn, serverIdleClose: false'].entries()) {
+    console.log(`  ${label}: ${signed(median(diffs[i]!.map((d) => d.cpu)))} us CPU here, ${signed(median(diffs[i]!.map((d) => d.wall)))} us wall`)
+  }
   await raw.end()
   await holder.close()
+  await noServerIdle.close()
 } finally {
   await pg.stop()
 }
