@@ -69,7 +69,7 @@ export const STEPS: Step[] = [
   },
   {
     title: `idle for ${seconds(IDLE_TIMEOUT_MS + IDLE_MARGIN_MS)} (longer than idleTimeoutMs, ${seconds(IDLE_TIMEOUT_MS)})`,
-    why: "the Worker's idle timer closes its connection; a frozen Lambda runs no timers and closes it on its next call",
+    why: "the Worker's idle timer closes its connection; a frozen Lambda runs no timers, so the server ends its session (idle_session_timeout, asked for at connect)",
     async run({ pg, tallies, say }) {
       await wait(IDLE_TIMEOUT_MS + IDLE_MARGIN_MS, say)
       await each(tallies, async (t) => {
