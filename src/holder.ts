@@ -506,34 +506,25 @@ export class Holder<C> {
     // unanswered the connection is destroyed and the call replayed. A write never may: it could
     // land in a socket that is already dead, with an unknown outcome.
     if (idempotent && slot.conn!.probe && slot.conn!.direct) {
-      slot.probe = this.#probe(slot, idleMs)
+      slot.probe = this.#checked(slot, idleMs, slot.conn!.probe!())
       this.#counts.reused++
       slot.state = 'ALLOCATED'
       return true
     }
-    const started = Date.now()
-    try {
-      await withTimeout(slot.conn!.ping(), this.options.pingTimeoutMs, () => new PingTimeout())
-    } catch (err) {
-      const timedOut = err instanceof PingTimeout
-      const code = timedOut ? 'PING_TIMEOUT' : this.#driver.classify(err).code
-      this.#counts.revalidateFailures++
-      this.#events.emit('revalidateFail', { connectionId: slot.id, idleMs, code, timedOut })
-      this.#drop(slot, code)
-      return false
-    }
+    if (!(await this.#checked(slot, idleMs, slot.conn!.ping()))) return false
     if (slot.broken) return this.#drop(slot, undefined), false
-    this.#counts.revalidated++
     this.#counts.reused++
-    this.#events.emit('revalidateSuccess', { connectionId: slot.id, idleMs, durationMs: Date.now() - started })
     slot.state = 'ALLOCATED'
     return true
   }
 
-  /** Settles true when the probe is answered in time; otherwise destroys the connection, settles false. */
-  #probe(slot: Slot<C>, idleMs: number): Promise<boolean> {
+  /**
+   * A liveness check (ping, or probe) bounded by pingTimeoutMs: settles true when answered in
+   * time; otherwise the connection is destroyed and it settles false. Never rejects.
+   */
+  #checked(slot: Slot<C>, idleMs: number, check: Promise<void>): Promise<boolean> {
     const started = Date.now()
-    return withTimeout(slot.conn!.probe!(), this.options.pingTimeoutMs, () => new PingTimeout()).then(
+    return withTimeout(check, this.options.pingTimeoutMs, () => new PingTimeout()).then(
       () => {
         this.#counts.revalidated++
         this.#events.emit('revalidateSuccess', { connectionId: slot.id, idleMs, durationMs: Date.now() - started })
