@@ -214,9 +214,10 @@ export class Holder<C> {
     const idempotent = options.idempotent === true
     const timeoutMs = options.timeoutMs ?? this.options.callTimeoutMs
     this.#counts.runs++
-    const tries: ConnectTry = { attempts: 0, startedAt: 0 }
+    // A lazy connect that failed under fn: its attempts and budget go on with the next one.
+    let carried: ConnectTry | undefined
     for (let attempt = 1; ; attempt++) {
-      const slot = await this.#take(idempotent, tries)
+      const slot = await this.#take(idempotent, true, carried)
       let result: T
       try {
         result = await this.#within(slot, fn, timeoutMs)
@@ -238,8 +239,7 @@ export class Holder<C> {
           // a failed connect attempt, under the connect policy, with nothing sent. fn runs again
           // once a connection is open; that is not the call's one replay.
           this.#endCall(slot)
-          this.#remove(slot)
-          slot.conn!.destroy()
+          this.#discard(slot)
           let delayMs: number
           try {
             delayMs = this.#retryDelay(err, seen, slot.connect)
@@ -249,12 +249,13 @@ export class Holder<C> {
             throw final
           }
           await sleep(delayMs)
+          carried = slot.connect
           attempt--
           continue
         }
         // A pipelined liveness check that went unanswered destroyed the connection under fn, so
         // fn's error, whatever it says, is that of a lost connection.
-        if (seen.kind === 'query' && (await this.#usable(slot))) {
+        if (seen.kind === 'query' && (slot.probe === undefined ? this.#intact(slot) : await this.#probeAnswered(slot))) {
           // An SQL error or the caller's own exception: the connection is fine, the session may not be.
           await this.#giveBack(slot)
           this.#counts.failures++
@@ -272,8 +273,10 @@ export class Holder<C> {
         throw this.#lostError(err, seen.code, seen.notSent)
       }
       // fn's result stands even if a pipelined check failed (fn then never used the connection).
-      if (await this.#usable(slot)) {
-        await this.#giveBack(slot)
+      // A warm call awaits nothing here: no probe to settle, no transaction to roll back.
+      if (slot.probe === undefined ? this.#intact(slot) : await this.#probeAnswered(slot)) {
+        const back = this.#giveBack(slot)
+        if (back) await back
       } else {
         // Broken under the call (already dropped if a pipelined check failed): never reused.
         this.#endCall(slot)
@@ -295,7 +298,7 @@ export class Holder<C> {
   async lease(options: LeaseOptions = {}): Promise<Lease<C>> {
     const timeoutMs = this.#timeoutOf(options)
     this.#counts.runs++
-    const slot = await this.#take(false, undefined)
+    const slot = await this.#take(false, false, undefined)
     // The lease's connection is destroyed at its deadline; its client's pending queries then fail.
     this.#startCall(slot, timeoutMs, undefined)
     let done = false
@@ -397,9 +400,9 @@ export class Holder<C> {
   }
 
   /** #acquire for a call or lease that has started: not getting a connection is its failure. */
-  async #take(idempotent: boolean, tries: ConnectTry | undefined): Promise<Slot<C>> {
+  async #take(idempotent: boolean, lazyOk: boolean, carried: ConnectTry | undefined): Promise<Slot<C>> {
     try {
-      return await this.#acquire(idempotent, tries)
+      return await this.#acquire(idempotent, lazyOk, carried)
     } catch (err) {
       this.#counts.failures++
       throw err
@@ -408,10 +411,10 @@ export class Holder<C> {
 
   /**
    * `idempotent`: a stale connection may be checked by a pipelined probe instead of a ping first.
-   * `tries`: the caller can run again if a connect fails under it (run, not lease), so a new
-   * connection may be lazy; its attempts are counted there.
+   * `lazyOk`: the caller can run again if a connect fails under it (run, not lease), so a new
+   * connection may be lazy; `carried`, the attempts of a lazy connect that already failed under it.
    */
-  async #acquire(idempotent: boolean, tries: ConnectTry | undefined): Promise<Slot<C>> {
+  async #acquire(idempotent: boolean, lazyOk: boolean, carried: ConnectTry | undefined): Promise<Slot<C>> {
     // Fixed at the first wait, so a caller handed a connection at once reads no extra clock.
     let deadline: number | undefined
     for (;;) {
@@ -421,9 +424,8 @@ export class Holder<C> {
         if (!idle.proven) {
           // Never connected (its call sent nothing): no socket to check, nothing to go stale. A
           // lease cannot carry a lazy handshake, so it gets a connection opened for it instead.
-          if (tries) return this.#handOut(idle, 0)
-          this.#remove(idle)
-          idle.conn!.destroy()
+          if (lazyOk) return this.#handOut(idle, 0)
+          this.#discard(idle)
           continue
         }
         const idleMs = this.#checkTimestamps(idle)
@@ -434,7 +436,7 @@ export class Holder<C> {
         if (await this.#revalidate(idle, idleMs, idempotent)) return idle
         continue
       }
-      if (this.#slots.size < this.options.maxConnections) return await this.#open(tries)
+      if (this.#slots.size < this.options.maxConnections) return await this.#open(lazyOk, carried)
       deadline ??= Date.now() + this.options.acquireTimeoutMs
       const handed = await this.#wait(deadline)
       if (handed) {
@@ -442,10 +444,8 @@ export class Holder<C> {
           this.#forget(handed)
           throw new CrossRequestError()
         }
-        if (handed.maintaining && !(await this.#maintained(handed))) continue
-        if (!handed.proven && !tries) {
-          this.#remove(handed)
-          handed.conn!.destroy()
+        if (!handed.proven && !lazyOk) {
+          this.#discard(handed)
           continue
         }
         return this.#handOut(handed, 0)
@@ -530,23 +530,26 @@ export class Holder<C> {
         this.#events.emit('revalidateSuccess', { connectionId: slot.id, idleMs, durationMs: Date.now() - started })
         return true
       },
-      (err: unknown) => {
-        const timedOut = err instanceof PingTimeout
-        const code = timedOut ? 'PING_TIMEOUT' : this.#driver.classify(err).code
-        this.#counts.revalidateFailures++
-        this.#events.emit('revalidateFail', { connectionId: slot.id, idleMs, code, timedOut })
-        this.#drop(slot, code)
-        return false
-      },
+      (err: unknown) => this.#checkFailed(slot, idleMs, err),
     )
   }
 
+  /** A liveness check failed or went unanswered: counted, reported, the connection destroyed. */
+  #checkFailed(slot: Slot<C>, idleMs: number, err: unknown): false {
+    const timedOut = err instanceof PingTimeout
+    const code = timedOut ? 'PING_TIMEOUT' : this.#driver.classify(err).code
+    this.#counts.revalidateFailures++
+    this.#events.emit('revalidateFail', { connectionId: slot.id, idleMs, code, timedOut })
+    this.#drop(slot, code)
+    return false
+  }
+
   /**
-   * Opens a connection for a caller; `tries` (a run) allows a lazy one, counted as an attempt of
-   * that caller's connect until its first statement has carried the handshake (#onReady).
+   * Opens a connection for a caller; `lazyOk` (a run) allows a lazy one, counted as an attempt of
+   * that caller's connect until its first statement has carried the handshake (#connected).
    */
-  async #open(tries: ConnectTry | undefined): Promise<Slot<C>> {
-    const connect = tries ?? { attempts: 0, startedAt: 0 }
+  async #open(lazyOk: boolean, carried: ConnectTry | undefined): Promise<Slot<C>> {
+    const connect = carried ?? { attempts: 0, startedAt: 0 }
     if (connect.attempts === 0) connect.startedAt = Date.now()
     const slot: Slot<C> = {
       id: ++this.#nextId, state: 'CONNECTING', conn: undefined,
@@ -555,7 +558,7 @@ export class Holder<C> {
     }
     this.#slots.add(slot)
     try {
-      const conn = await this.#connect(slot, tries !== undefined)
+      const conn = await this.#connect(slot, lazyOk)
       if (this.#closed) {
         conn.destroy()
         throw new ClosedError()
@@ -694,25 +697,33 @@ export class Holder<C> {
     else console.warn(`warmconn: ${warning.message} [${warning.code}]`)
   }
 
-  /**
-   * Whether the connection under a call that just ended is still worth keeping: not broken, not
-   * dropped under the call, and its pipelined probe (if any) answered.
-   */
-  async #usable(slot: Slot<C>): Promise<boolean> {
-    const probe = slot.probe
-    if (probe !== undefined) {
-      slot.probe = undefined
-      if (!(await probe)) return false
-    }
+  /** Whether the connection under a call that just ended is still worth keeping: not broken, not dropped under the call. */
+  #intact(slot: Slot<C>): boolean {
     return !slot.broken && slot.state !== 'CLOSED'
   }
 
-  /** The end of a call or lease on a good connection: roll back what was left open, then back to idle. */
-  async #giveBack(slot: Slot<C>): Promise<void> {
+  /** #intact, once the pipelined probe under the call has settled (unanswered, it dropped the connection). */
+  async #probeAnswered(slot: Slot<C>): Promise<boolean> {
+    const answered = await slot.probe
+    slot.probe = undefined
+    return answered === true && this.#intact(slot)
+  }
+
+  /**
+   * The end of a call or lease on a good connection: roll back what was left open, then back to
+   * idle. A promise only when there is a rollback to wait for, so a clean call awaits nothing.
+   */
+  #giveBack(slot: Slot<C>): Promise<void> | undefined {
     this.#endCall(slot)
-    if (this.#leftOpen(slot)) await this.#cleanSession(slot)
+    if (this.#leftOpen(slot)) {
+      return this.#cleanSession(slot).then(() => {
+        this.#release(slot)
+        this.#callEnded(slot)
+      })
+    }
     this.#release(slot)
     this.#callEnded(slot)
+    return undefined
   }
 
   #callEnded(slot: Slot<C>): void {
@@ -768,13 +779,7 @@ export class Holder<C> {
   async #maintained(slot: Slot<C>): Promise<boolean> {
     const timedOut = await withTimeout(slot.maintaining!.then(() => false), this.options.pingTimeoutMs, () => new PingTimeout()).catch(() => true)
     slot.maintaining = undefined
-    if (timedOut) {
-      const idleMs = Date.now() - slot.lastUsedAt
-      this.#counts.revalidateFailures++
-      this.#events.emit('revalidateFail', { connectionId: slot.id, idleMs, code: 'PING_TIMEOUT', timedOut: true })
-      this.#drop(slot, 'PING_TIMEOUT')
-      return false
-    }
+    if (timedOut) return this.#checkFailed(slot, Date.now() - slot.lastUsedAt, new PingTimeout())
     if (slot.state === 'CLOSED') return false
     if (slot.broken) return this.#drop(slot, undefined), false
     return true
@@ -836,6 +841,12 @@ export class Holder<C> {
     this.#counts.closedBroken++
     this.#events.emit('closeBroken', { connectionId: slot.id, code: 'WARMCONN_CROSS_REQUEST' })
     this.#remove(slot)
+  }
+
+  /** Lets go of a connection that never connected (lazy, its call sent nothing): nothing to close on the server. */
+  #discard(slot: Slot<C>): void {
+    this.#remove(slot)
+    slot.conn!.destroy()
   }
 
   #remove(slot: Slot<C>): void {

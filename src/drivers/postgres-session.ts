@@ -17,7 +17,7 @@ import { nextTxState } from '../classify.js'
 type AnySql = postgres.Sql<Record<string, never>>
 
 /** A query as postgres.js builds it: its `state` is the connection's backend, once it runs. */
-interface BuiltQuery {
+export interface BuiltQuery {
   state?: { pid?: number | null } | null
 }
 
@@ -26,8 +26,11 @@ export interface Session {
   readonly sql: AnySql
   /** Best knowledge, from the statements made, of whether a transaction is open. */
   inTransaction: boolean
-  /** The first statement made: it carries a lazy connect's handshake, and then knows the backend pid. */
-  first: BuiltQuery | undefined
+  /**
+   * The first statement made: it carries a lazy connect's handshake, and then knows the backend
+   * pid. null once read, so no later query (and its rows) is kept alive by it.
+   */
+  first: BuiltQuery | undefined | null
 }
 
 // Whether a tagged template's text names a transaction word (most never do), per call site.
@@ -37,7 +40,7 @@ export function watchSession(real: AnySql): Session {
   const seen = (text: string): void => {
     session.inTransaction = nextTxState(session.inTransaction, text)
   }
-  const session: Session = { sql: watched(real, seen, (q) => void (session.first ??= q)), inTransaction: false, first: undefined }
+  const session: Session = { sql: watched(real, seen, (q) => void (session.first === undefined && (session.first = q))), inTransaction: false, first: undefined }
   return session
 }
 

@@ -13,7 +13,7 @@ import type { HolderOptions } from '../options.js'
 import { sharedHolder, stableKey } from '../registry.js'
 import { parseConnectionUrl, safeDecode, secretsOf, tlsDefault } from '../url.js'
 import { ARRAY_TYPES_QUERY, BUILT_IN_ARRAY_TYPES, installArrayTypes, knownArrayTypes, rememberArrayTypes, type TypeTables } from './postgres-arrays.js'
-import { watchSession } from './postgres-session.js'
+import { watchSession, type BuiltQuery } from './postgres-session.js'
 import { isServerPid, looksLikePooler } from '../pooler.js'
 import { refusedIdleTimeout, sessionIdleTimeout } from '../server-idle.js'
 
@@ -132,8 +132,8 @@ async function openConnection(
         authenticated = true
         queueMicrotask(() => {
           if (ending) return
-          backendPid ??= pidOf(session.first)
-          session.first = undefined
+          backendPid ??= pidOf(session.first ?? undefined)
+          session.first = null
           if (lazy) o.onReady(backendPid)
         })
       }
@@ -229,9 +229,6 @@ async function openConnection(
     destroy: end,
   }
 }
-
-/** A query as postgres.js builds it: `state` is its connection's backend once it has been sent. */
-type BuiltQuery = { state?: { pid?: number | null } | null }
 
 function pidOf(query: BuiltQuery | undefined): number | undefined {
   const pid = query?.state?.pid
