@@ -114,7 +114,10 @@ describe('frozen instances hold no server connection past idleTimeoutMs + margin
     expect(Date.now() - started).toBeLessThan(SERVER_IDLE_MS + 3_000 + 5_000) // a hang detector
     expect(res.stats.connectRetries).toBeGreaterThan(0) // it waited out 53300
     expect(holding.every((l) => l.isFrozen())).toBe(true)
-    expect(await backendsOf(pids)).toEqual([])
+    // The newcomer got in on the first slot freed; the other frozen sessions end on their own
+    // clocks, a moment apart, every one while its instance is still frozen.
+    expect(await eventually(async () => (await backendsOf(pids)).length === 0, SERVER_IDLE_MS + 5_000)).toBe(true)
+    expect(holding.every((l) => l.isFrozen())).toBe(true)
   })
 })
 
