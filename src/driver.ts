@@ -26,6 +26,11 @@ export interface Classified {
   notSent: boolean
   /** A connect failed for something the driver has now learnt to avoid: try again at once, not counted as a retry. */
   retryNow?: boolean
+  /**
+   * The error is about an SQL-level prepared statement the caller named (its own `EXECUTE p`,
+   * `DEALLOCATE p`), not one of the driver's: a 26000 then says nothing about a pooler.
+   */
+  sqlLevel?: boolean
 }
 
 export interface OpenOptions {
@@ -89,6 +94,19 @@ export interface DriverConnection<C> {
   probe?(): Promise<void>
   /** Best knowledge, without a round trip, of whether a transaction was left open. */
   inTransaction(): boolean
+  /**
+   * Optional: whether anything sent since the last reset may have left session state behind (a
+   * SET, a role, set_config, a lock, a temp table, LISTEN...), read from the statements' text
+   * (session-state.ts) and from the server's ParameterStatus reports. Without it the holder can
+   * only roll back.
+   */
+  sessionChanged?(): boolean
+  /**
+   * Optional: clears the session with RESET_SESSION_SQL (after a ROLLBACK when `rollbackFirst`),
+   * one statement, and forgets what was seen. Never commits; keeps the driver's own prepared
+   * statements and the startup settings.
+   */
+  resetSession?(rollbackFirst: boolean): Promise<void>
   /** Ends any open or aborted transaction with ROLLBACK. Never commits. */
   rollback(): Promise<void>
   /** Graceful close: lets queued work finish for up to `timeoutMs`, then drops the socket. */

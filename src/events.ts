@@ -10,8 +10,10 @@
  *   than idleTimeoutMs (its idle_session_timeout is lower), so the server closes first, every time.
  * - `WARMCONN_WARN_PREPARED_STATEMENTS`: a call failed with 26000 (prepared statement does not
  *   exist) while the driver names prepared statements: a transaction pooler is in between.
+ * - `WARMCONN_WARN_SESSION_STATE_POOLED`: a call changed session state (SET, set_config(..., false),
+ *   a session lock...) through a transaction pooler, where it reaches the pooler's other clients.
  */
-export type WarningCode = 'WARMCONN_WARN_IDLE_SESSION_TIMEOUT' | 'WARMCONN_WARN_PREPARED_STATEMENTS'
+export type WarningCode = 'WARMCONN_WARN_IDLE_SESSION_TIMEOUT' | 'WARMCONN_WARN_PREPARED_STATEMENTS' | 'WARMCONN_WARN_SESSION_STATE_POOLED'
 
 export interface HolderEvents {
   /** A connection was opened; `replaced` when it takes the place of one that died. */
@@ -32,8 +34,12 @@ export interface HolderEvents {
   closeLifetime: { connectionId: number; ageMs: number }
   /** A connection was dropped because it broke (closed by the server, reset, failed mid-use). */
   closeBroken: { connectionId: number; code: string | undefined }
-  /** A transaction was left open or aborted by the caller and was rolled back before reuse. */
-  sessionReset: { connectionId: number; ok: boolean }
+  /**
+   * A call's session was cleaned before the connection was used again: `rollback`, a transaction
+   * it left open or aborted was rolled back; `session`, session state it may have changed was
+   * reset (sessionReset option). `ok` false: it failed and the connection was dropped.
+   */
+  sessionReset: { connectionId: number; ok: boolean; kind: 'rollback' | 'session' }
   /** A call is being run again on a new connection (idempotent, or provably never sent). */
   replay: { code: string | undefined; idempotent: boolean }
   /**

@@ -21,7 +21,7 @@ import {
 import { connectFailure } from './connect-failure.js'
 import { Emitter, type HolderEventName, type Listener } from './events.js'
 import { checkRunOptions, checkTimeout, describe, resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
-import { idleSessionWarning, preparedStatementWarning, type Warning } from './warnings.js'
+import { idleSessionWarning, pooledSessionWarning, preparedStatementWarning, type Warning } from './warnings.js'
 import { serverIdleTimeoutMs } from './server-idle.js'
 import { bindToRequest, inSameRequest, type RequestBinding } from './request-context.js'
 import { deadlineTimer, settle, sleep, withTimeout, type DeadlineTimer } from './timer.js'
@@ -140,7 +140,7 @@ export interface HolderStats {
   connectRetries: number
   /** Connects that failed for good. */
   connectFailures: number
-  /** Transactions left open by a caller and rolled back. */
+  /** Calls whose session was cleaned before reuse: a transaction left open rolled back, or session state reset. */
   sessionResets: number
   /** Calls run again on a new connection. */
   replays: number
@@ -685,7 +685,7 @@ export class Holder<C> {
   /** The driver's reading of an error a call ended with, noting once what it reveals about the setup. */
   #classify(err: unknown): Classified {
     const seen = this.#driver.classify(err)
-    if (seen.code === '26000' && this.#driver.namedStatements) this.#warn(preparedStatementWarning(this.#driver.target))
+    if (seen.code === '26000' && this.#driver.namedStatements && !seen.sqlLevel) this.#warn(preparedStatementWarning(this.#driver.target))
     return seen
   }
 
@@ -715,6 +715,13 @@ export class Holder<C> {
    */
   #giveBack(slot: Slot<C>): Promise<void> | undefined {
     this.#endCall(slot)
+    if (this.#sessionResetDue(slot)) {
+      // Off the caller's path: the connection goes back with the reset in flight, and whoever
+      // takes it next waits for the reset (bounded by pingTimeoutMs), like any idle-time work.
+      this.#release(slot, this.#resetSession(slot))
+      this.#callEnded(slot)
+      return undefined
+    }
     if (this.#leftOpen(slot)) {
       return this.#cleanSession(slot).then(() => {
         this.#release(slot)
@@ -728,6 +735,45 @@ export class Holder<C> {
 
   #callEnded(slot: Slot<C>): void {
     if (this.#events.has('release')) this.#events.emit('release', { connectionId: slot.id, kept: slot.state !== 'CLOSED' })
+  }
+
+  /**
+   * Whether the call may have left session state for the next caller (sessionReset, see
+   * session-state.ts). Behind a transaction pooler the session is not ours to reset: a change
+   * there reaches the pooler's other clients, so the user is warned instead.
+   */
+  #sessionResetDue(slot: Slot<C>): boolean {
+    const mode = this.options.sessionReset
+    const conn = slot.conn!
+    if (mode === 'never' || slot.broken || !conn.resetSession) return false
+    const changed = conn.sessionChanged?.() === true
+    if (!conn.direct) {
+      if (changed) this.#warn(pooledSessionWarning(this.#driver.target))
+      return false
+    }
+    return changed || mode === 'always'
+  }
+
+  /**
+   * The reset of a session the call may have changed, rolling back first whatever it left open.
+   * A reset that fails or stays unanswered leaves the connection broken: it is dropped, never
+   * handed on with someone else's state.
+   */
+  #resetSession(slot: Slot<C>): Promise<void> {
+    const rollbackFirst = slot.conn!.inTransaction()
+    return slot.conn!.resetSession!(rollbackFirst).then(
+      () => {
+        this.#counts.sessionResets++
+        this.#events.emit('sessionReset', { connectionId: slot.id, ok: true, kind: 'session' })
+      },
+      () => {
+        slot.broken = true
+        this.#counts.sessionResets++
+        this.#events.emit('sessionReset', { connectionId: slot.id, ok: false, kind: 'session' })
+        // Idle with nobody waiting on it yet: its place is freed now (a waiter sees it CLOSED).
+        if (slot.state === 'IDLE') this.#drop(slot, 'WARMCONN_RESET_FAILED')
+      },
+    )
   }
 
   /** Whether the caller left a transaction open on a connection still worth keeping. */
@@ -748,16 +794,29 @@ export class Holder<C> {
       slot.broken = true
     }
     this.#counts.sessionResets++
-    this.#events.emit('sessionReset', { connectionId: slot.id, ok })
+    this.#events.emit('sessionReset', { connectionId: slot.id, ok, kind: 'rollback' })
   }
 
-  #release(slot: Slot<C>): void {
+  /**
+   * Back to idle, or straight to a waiting caller. `reset`: a session reset in flight, which the
+   * next caller awaits (#maintained); a waiter is woken to take the connection that way.
+   */
+  #release(slot: Slot<C>, reset?: Promise<void>): void {
     if (slot.state === 'CLOSED') return
     const now = Date.now()
     if (slot.broken) return this.#drop(slot, undefined)
+    // Closed or expired: the connection ends, and its session with it; the reset may still be in
+    // flight, and a graceful close waits for it.
     if (this.#closed) return void this.#retire(slot, this.options.closeTimeoutMs)
     if (now >= slot.expiresAt) return void this.#retireLifetime(slot, now)
     slot.lastUsedAt = now
+    if (reset) {
+      slot.state = 'IDLE'
+      slot.maintaining = reset
+      this.#waiters.shift()?.wake(undefined)
+      this.#armIdleTimer()
+      return
+    }
     const waiter = this.#waiters.shift()
     if (waiter) {
       slot.state = 'ALLOCATED'

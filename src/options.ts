@@ -6,6 +6,7 @@
  */
 import { InvalidOptionError } from './errors.js'
 import { nearest } from './nearest.js'
+import { SESSION_RESET_MODES, type SessionResetMode } from './session-state.js'
 
 export interface HolderOptions {
   /** A connection idle at least this long is pinged before use. Within it, use costs no extra round trip. */
@@ -58,6 +59,17 @@ export interface HolderOptions {
    * so a frozen process still gives its connection back. Default true.
    */
   serverIdleClose?: boolean
+  /**
+   * What is done about session state a call may leave behind for the next caller (a SET, a role,
+   * set_config(..., false), a session advisory lock, a temp table, LISTEN, a cursor WITH HOLD,
+   * SQL PREPARE): `'changed'` (default) resets the session after a call whose statements may
+   * have changed it, read from their text, so a clean call costs nothing; `'always'` resets after
+   * every call, for code whose functions change the session where the text does not show it
+   * (set_config inside PL/pgSQL); `'never'` leaves the session alone (you manage it). The reset
+   * is one statement, sent when the call gives the connection back. Behind a transaction pooler
+   * nothing is reset (the session is the pooler's): a change there is warned about.
+   */
+  sessionReset?: SessionResetMode
 }
 
 export type ResolvedOptions = Required<Omit<HolderOptions, 'pooled'>> & { pooled: boolean | undefined }
@@ -80,6 +92,7 @@ export const defaultOptions: ResolvedOptions = Object.freeze({
   applicationName: 'warmconn',
   pooled: undefined,
   serverIdleClose: true,
+  sessionReset: 'changed',
 })
 
 const durations = [
@@ -139,6 +152,12 @@ export function resolveOptions(input: HolderOptions = {}, allowedExtra: readonly
   if (input.serverIdleClose !== undefined) {
     if (typeof input.serverIdleClose !== 'boolean') throw new InvalidOptionError('serverIdleClose', `expected true or false, got ${describe(input.serverIdleClose)}`)
     out.serverIdleClose = input.serverIdleClose
+  }
+  if (input.sessionReset !== undefined) {
+    if (!SESSION_RESET_MODES.includes(input.sessionReset)) {
+      throw new InvalidOptionError('sessionReset', `expected ${SESSION_RESET_MODES.map((m) => `'${m}'`).join(', ')}, got ${describe(input.sessionReset)}`)
+    }
+    out.sessionReset = input.sessionReset
   }
   if (input.pooled !== undefined) {
     if (typeof input.pooled !== 'boolean') throw new InvalidOptionError('pooled', `expected true, false or undefined (detect), got ${describe(input.pooled)}`)

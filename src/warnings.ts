@@ -52,3 +52,19 @@ export function preparedStatementWarning(target: string): Warning {
       `free, where the driver's named prepared statements do not exist. Pass postgres: { prepare: false }`,
   }
 }
+
+/**
+ * A call changed session state through a transaction pooler (PgBouncer in transaction mode, RDS
+ * Proxy, Supavisor, Hyperdrive): the pooler runs the next transaction, anyone's, on that server
+ * session, and warmconn cannot reset a session it does not own.
+ */
+export function pooledSessionWarning(target: string): Warning {
+  return {
+    code: 'WARMCONN_WARN_SESSION_STATE_POOLED',
+    message:
+      `A call to ${target} changed session state (SET, SET ROLE, set_config(..., false), a session advisory lock, a temp ` +
+      `table, LISTEN...) through a transaction pooler, which keeps that server session for its other clients: the change ` +
+      `can reach someone else's transaction, and warmconn cannot reset it. Scope it to a transaction instead: ` +
+      `SET LOCAL, set_config(name, value, true) or pg_advisory_xact_lock inside BEGIN ... COMMIT (sql.begin)`,
+  }
+}

@@ -10,6 +10,7 @@ import { classifyError, errorCode } from '../classify.js'
 import { withTimeout } from '../timer.js'
 import { isServerPid } from '../pooler.js'
 import { refusedIdleTimeout, sessionIdleTimeout } from '../server-idle.js'
+import { changesSession, RESET_SESSION_SQL, ROLLBACK_AND_RESET_SQL } from '../session-state.js'
 
 /** The parts of a node-postgres-style Client this file uses (pg.Client and neon's Client both have them). */
 export interface NodePgClient {
@@ -134,6 +135,21 @@ export async function openClient<C extends NodePgClient>(client: C, o: OpenOptio
     throw hooks.failedOpen ? hooks.failedOpen(err) : err
   }
   ready = true
+  // What the caller's statements may have left in the session, read from their text as they are
+  // made (every way to run one goes through client.query, a named statement's first run
+  // included), and from the server's own reports of a changed setting.
+  let changed = false
+  let resetting = false
+  const query = client.query
+  ;(client as { query: unknown }).query = function (this: unknown, config: unknown, ...rest: unknown[]): unknown {
+    if (!changed) {
+      const text = typeof config === 'string' ? config : (config as { text?: unknown } | null | undefined)?.text
+      // A submittable whose text cannot be read may do anything.
+      if (typeof text !== 'string' || changesSession(text)) changed = true
+    }
+    return (query as (...args: unknown[]) => unknown).apply(this, [config, ...rest])
+  }
+  con.on('parameterStatus', () => void (resetting || (changed = true)))
   const direct = o.pooled === false || (o.pooled !== true && !hooks.pooledHost && isServerPid(backendPid))
   return {
     client,
@@ -151,6 +167,17 @@ export async function openClient<C extends NodePgClient>(client: C, o: OpenOptio
         con.sync()
       }),
     inTransaction: () => txStatus !== 'I',
+    sessionChanged: () => changed,
+    async resetSession(rollbackFirst) {
+      resetting = true
+      try {
+        // No parameters: the simple protocol, so the statements go in one message, one flight.
+        await client.query(rollbackFirst ? ROLLBACK_AND_RESET_SQL : RESET_SESSION_SQL)
+      } finally {
+        resetting = false
+      }
+      changed = false
+    },
     async rollback() {
       await client.query('rollback')
     },

@@ -6,13 +6,16 @@
  * makes every PostgresError's `query` and `parameters` enumerable (a logger that prints errors
  * would then print statement parameters). So the `sql` handed to callers is postgres.js's own,
  * behind a Proxy that reads the text of each statement as it is made: tagged templates (once per
- * call site, cached), `unsafe`, and the same on a `reserve()`d connection. `sql.begin` needs no
- * watching: postgres.js ends its transaction itself. `sql.file` cannot be read in advance, so it
- * counts as possibly having opened one (the rollback it may cost is harmless).
+ * call site, cached), `unsafe`, and the same on a `reserve()`d connection and inside `sql.begin`
+ * (whose transaction postgres.js ends itself, but whose SETs can outlive it). It reads whether a
+ * transaction was left open and whether the session may have been changed (session-state.ts).
+ * `sql.file` cannot be read in advance, so it counts as possibly having done both (the rollback
+ * and reset it may cost are harmless).
  * @module
  */
 import type postgres from 'postgres'
 import { nextTxState } from '../classify.js'
+import { changesSession } from '../session-state.js'
 
 type AnySql = postgres.Sql<Record<string, never>>
 
@@ -26,6 +29,8 @@ export interface Session {
   readonly sql: AnySql
   /** Best knowledge, from the statements made, of whether a transaction is open. */
   inTransaction: boolean
+  /** A statement made since the last reset may have changed the session (session-state.ts). */
+  changed: boolean
   /**
    * The first statement made: it carries a lazy connect's handshake, and then knows the backend
    * pid. null once read, so no later query (and its rows) is kept alive by it.
@@ -33,44 +38,82 @@ export interface Session {
   first: BuiltQuery | undefined | null
 }
 
-// Whether a tagged template's text names a transaction word (most never do), per call site.
-const templates = new WeakMap<TemplateStringsArray, string | null>()
+/** What a tagged template's text says, read once per call site: most say nothing. */
+interface TemplateText {
+  /** The text, if it names a transaction word; else null. */
+  tx: string | null
+  /** It may change the session. */
+  changes: boolean
+}
+const templates = new WeakMap<TemplateStringsArray, TemplateText>()
+
+/** What the watcher is told of each statement made. */
+interface Seen {
+  /** Its text, for the transaction state; absent inside sql.begin, which postgres.js ends itself. */
+  tx?: (text: string) => void
+  session: () => void
+  made: (q: BuiltQuery) => void
+}
 
 export function watchSession(real: AnySql): Session {
-  const seen = (text: string): void => {
-    session.inTransaction = nextTxState(session.inTransaction, text)
+  const session: Session = {
+    sql: watched(real, {
+      tx: (text) => void (session.inTransaction = nextTxState(session.inTransaction, text)),
+      session: () => void (session.changed = true),
+      made: (q) => void (session.first === undefined && (session.first = q)),
+    }),
+    inTransaction: false,
+    changed: false,
+    first: undefined,
   }
-  const session: Session = { sql: watched(real, seen, (q) => void (session.first === undefined && (session.first = q))), inTransaction: false, first: undefined }
   return session
 }
 
-function watched(real: AnySql, seen: (text: string) => void, made: (q: BuiltQuery) => void): AnySql {
-  const unsafe = (text: string, ...rest: unknown[]): unknown => {
-    if (typeof text === 'string') seen(text)
-    const q = (real.unsafe as (...args: unknown[]) => BuiltQuery)(text, ...rest)
-    made(q)
+function watched(real: AnySql, seen: Seen): AnySql {
+  const text = (t: string): void => {
+    seen.tx?.(t)
+    if (changesSession(t)) seen.session()
+  }
+  const unsafe = (t: string, ...rest: unknown[]): unknown => {
+    if (typeof t === 'string') text(t)
+    const q = (real.unsafe as (...args: unknown[]) => BuiltQuery)(t, ...rest)
+    seen.made(q)
     return q
   }
   const file = (...args: unknown[]): unknown => {
-    seen('begin')
+    // Its text cannot be read in advance: it may open a transaction, it may change the session.
+    seen.tx?.('begin')
+    seen.session()
     const q = (real.file as (...a: unknown[]) => BuiltQuery)(...args)
-    made(q)
+    seen.made(q)
     return q
   }
-  const reserve = async (): Promise<unknown> => watched((await real.reserve()) as unknown as AnySql, seen, made)
+  const reserve = async (): Promise<unknown> => watched((await real.reserve()) as unknown as AnySql, seen)
+  // A transaction's statements go through the `sql` postgres.js hands its callback: watched for
+  // what they leave in the session (a SET in a transaction that commits outlives it).
+  const inner = { session: seen.session, made: seen.made }
+  const scoped = (name: 'begin' | 'savepoint') => (...args: unknown[]): unknown => {
+    const fn = args[args.length - 1]
+    if (typeof fn === 'function') args[args.length - 1] = (tx: AnySql) => fn(watched(tx, inner))
+    return ((real as unknown as Record<string, (...a: unknown[]) => unknown>)[name]!)(...args)
+  }
+  const begin = scoped('begin')
+  const savepoint = scoped('savepoint')
   return new Proxy(real, {
     apply(target, thisArg, args: unknown[]) {
       const strings = args[0] as TemplateStringsArray | undefined
       const q = Reflect.apply(target as unknown as (...a: unknown[]) => unknown, thisArg, args) as BuiltQuery
       if (Array.isArray(strings) && Array.isArray((strings as { raw?: unknown }).raw)) {
-        let text = templates.get(strings)
-        if (text === undefined) {
+        let known = templates.get(strings)
+        if (known === undefined) {
           const joined = strings.join(' ')
-          text = nextTxState(false, joined) || nextTxState(true, joined) !== true ? joined : null
-          templates.set(strings, text)
+          const tx = nextTxState(false, joined) || nextTxState(true, joined) !== true ? joined : null
+          known = { tx, changes: changesSession(joined) }
+          templates.set(strings, known)
         }
-        if (text !== null) seen(text)
-        made(q)
+        if (known.tx !== null) seen.tx?.(known.tx)
+        if (known.changes) seen.session()
+        seen.made(q)
       }
       return q
     },
@@ -78,6 +121,8 @@ function watched(real: AnySql, seen: (text: string) => void, made: (q: BuiltQuer
       if (key === 'unsafe') return unsafe
       if (key === 'file') return file
       if (key === 'reserve') return reserve
+      if (key === 'begin') return begin
+      if (key === 'savepoint' && typeof (target as { savepoint?: unknown }).savepoint === 'function') return savepoint
       // Not the receiver: postgres.js's own getters (parameters) read its closure, not `this`.
       return Reflect.get(target, key)
     },

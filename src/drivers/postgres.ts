@@ -16,6 +16,7 @@ import { ARRAY_TYPES_QUERY, BUILT_IN_ARRAY_TYPES, installArrayTypes, knownArrayT
 import { watchSession, type BuiltQuery } from './postgres-session.js'
 import { isServerPid, looksLikePooler } from '../pooler.js'
 import { refusedIdleTimeout, sessionIdleTimeout } from '../server-idle.js'
+import { RESET_SESSION_SQL, ROLLBACK_AND_RESET_SQL } from '../session-state.js'
 
 export type Sql = postgres.Sql<Record<string, never>>
 export type PostgresOptions = postgres.Options<Record<string, never>>
@@ -81,7 +82,7 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
     classify: (err): Classified =>
       refusedIdleTimeout(err, firstHost, Number(port))
         ? { kind: 'transient', code: 'STARTUP_PARAMETER_REFUSED', notSent: true, retryNow: true }
-        : classifyError(err, errorCode(err)),
+        : sqlLevelStatement(classifyError(err, errorCode(err)), err),
   }
 }
 
@@ -103,6 +104,9 @@ async function openConnection(
   let ending = false
   let rollingBack = false
   let authenticated = false
+  // Set once the handshake's own ParameterStatus reports are in; during our reset, reports are expected.
+  let reporting = false
+  let resetting = false
   let backendPid: number | undefined
   const userNotice = pgOptions.onnotice
   const end = (): void => {
@@ -131,11 +135,16 @@ async function openConnection(
       if (!authenticated) {
         authenticated = true
         queueMicrotask(() => {
+          reporting = true
           if (ending) return
           backendPid ??= pidOf(session.first ?? undefined)
           session.first = null
           if (lazy) o.onReady(backendPid)
         })
+      } else if (reporting && !resetting) {
+        // Past the handshake's reports, the server reports a setting it was asked to change
+        // (application_name, TimeZone, DateStyle, a role's is_superuser...): the session changed.
+        session.changed = true
       }
       pgOptions.onparameter?.(key, value)
     },
@@ -213,6 +222,20 @@ async function openConnection(
     // one connection and writes once per event-loop turn), and its answer comes back first.
     probe: async () => void (await real`select 1`),
     inTransaction: () => session.inTransaction,
+    sessionChanged: () => session.changed,
+    async resetSession(rollbackFirst) {
+      rollingBack = rollbackFirst
+      resetting = true
+      try {
+        // Simple protocol: several statements in one message, one flight, no prepared statement.
+        await real.unsafe(rollbackFirst ? ROLLBACK_AND_RESET_SQL : RESET_SESSION_SQL).simple()
+      } finally {
+        rollingBack = false
+        resetting = false
+      }
+      session.inTransaction = false
+      session.changed = false
+    },
     async rollback() {
       rollingBack = true
       try {
@@ -228,6 +251,16 @@ async function openConnection(
     },
     destroy: end,
   }
+}
+
+/**
+ * A 26000 raised by the caller's own EXECUTE or DEALLOCATE names an SQL-level statement (its
+ * own, missing), not one of postgres.js's: postgres.js keeps the failed statement's text in `query`.
+ */
+function sqlLevelStatement(seen: Classified, err: unknown): Classified {
+  if (seen.code !== '26000') return seen
+  const query = (err as { query?: unknown } | null)?.query
+  return typeof query === 'string' && /^\s*(execute|deallocate)\b/i.test(query) ? { ...seen, sqlLevel: true } : seen
 }
 
 function pidOf(query: BuiltQuery | undefined): number | undefined {

@@ -11,6 +11,7 @@ import { AuthError, CallTimeoutError, ConnectionLostError } from '../../src/inde
 import type { TestPg } from '../harness/pg.js'
 import { startProxy, type FaultProxy } from '../harness/proxy.js'
 import { appName, eventually, sleep } from '../helpers/core.js'
+import { READER_ROLE, sessionConformance } from './session.js'
 
 export type Row = Record<string, unknown>
 
@@ -41,6 +42,9 @@ export function conformance(t: ConformanceTarget): void {
       await pg().admin.unsafe('create table if not exists conformance_ledger (id serial primary key, note text not null)')
       // Poolers connect as the non-superuser role `app`.
       await pg().admin.unsafe('grant all on table conformance_ledger to public; grant all on sequence conformance_ledger_id_seq to public')
+      // A role to SET ROLE to (session.ts); every target's user may become it.
+      await pg().admin.unsafe(`do $$ begin create role ${READER_ROLE}; exception when duplicate_object then null; end $$`)
+      await pg().admin.unsafe(`grant ${READER_ROLE} to app`)
     })
     afterAll(async () => {
       await Promise.all(holders.map((h) => h.close({ timeoutMs: 500 })))
@@ -196,5 +200,8 @@ export function conformance(t: ConformanceTarget): void {
       expect(text).not.toContain(wrong)
       expect(text).not.toContain(pg().password)
     })
+
+    // Last: its holders keep connections open through the shared proxy, which 'reuse' counts.
+    sessionConformance({ pg, make, exec: t.exec, direct: t.stableBackend })
   })
 }
