@@ -102,6 +102,17 @@ describe.each([
     expect(await post('/query', { text: 'select 1 as one' })).toMatchObject({ rows: [{ one: 1 }] })
   })
 
+  it('session state: what one request sets (a query, a batch that commits a SET) is gone for the next, on the same backend', async () => {
+    const read = { text: "select current_setting('app.tenant', true) as tenant, current_setting('search_path') as path, pg_backend_pid() as pid" }
+    const before = (await post('/query', read)).rows[0]
+    const set = await post('/query', { text: "select set_config('app.tenant', 'acme', false), pg_backend_pid() as pid" })
+    expect(set.rows[0].pid).toBe(before.pid)
+    expect((await post('/query', read)).rows[0]).toMatchObject({ tenant: '', pid: before.pid })
+    const batch = await post('/batch', { statements: [{ text: 'set search_path = other' }, { text: "select current_setting('search_path') as path" }] })
+    expect(batch.results[1].rows[0].path).toBe('other')
+    expect((await post('/query', read)).rows[0]).toMatchObject({ path: before.path, pid: before.pid })
+  })
+
   it('a client kept in module scope serves later and concurrent requests (a new stub per call)', async () => {
     const text = 'select pg_backend_pid() as pid'
     const sequential = [await post('/module-client', { text }), await post('/module-client', { text })]
