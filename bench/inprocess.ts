@@ -59,6 +59,17 @@ export const INPROCESS_PATTERNS: Record<string, Pattern> = {
   'c warmconn': warmconn({}, true),
   'c warmconn, stale read': warmconn({ staleAfterMs: 0 }, true),
   'c warmconn, stale write': warmconn({ staleAfterMs: 0 }, false),
+  // Session state (issue 18): a call that sets a tenant for its session, so warmconn resets the
+  // session when it gives the connection back (one statement more, which the next call awaits
+  // when it comes at once); the raw connection leaks it to the next call instead.
+  'c warmconn, sets a tenant (reset)': warmconn({}, true, (sql, n) => sql`select set_config('app.tenant', ${String(n)}, false), ${n}::int as n`),
+  "c warmconn, sessionReset 'always'": warmconn({ sessionReset: 'always' }, true),
+  'd raw held, sets a tenant (leaks)': {
+    async setup(url, ssl) {
+      const sql = postgres(url, { max: 1, ssl, ...quiet })
+      return { call: (n) => sql`select set_config('app.tenant', ${String(n)}, false), ${n}::int as n`, teardown: () => sql.end({ timeout: 1 }) }
+    },
+  },
   'd raw held (limit)': {
     async setup(url, ssl) {
       const sql = postgres(url, { max: 1, ssl, ...quiet })
@@ -112,11 +123,11 @@ export const INPROCESS_PATTERNS: Record<string, Pattern> = {
   },
 }
 
-function warmconn(options: HolderOptions, idempotent: boolean): Pattern {
+function warmconn(options: HolderOptions, idempotent: boolean, statement: typeof query = query): Pattern {
   return {
     async setup(url, ssl) {
       const holder = new Holder(postgresDriver(url, { ssl, ...quiet }), options)
-      return { call: (n) => holder.run((sql) => query(sql, n), { idempotent }), teardown: () => holder.close() }
+      return { call: (n) => holder.run((sql) => statement(sql, n), { idempotent }), teardown: () => holder.close() }
     },
   }
 }

@@ -18,6 +18,10 @@ import { enableTls, makeCa } from '../test/fixtures/security-tls.js'
 import { runWorkers, WORKER_PATTERNS } from './workers.js'
 
 const quick = process.argv.includes('--quick')
+// `--only=<regexp>`: just the in-process patterns it matches, printed, no files written (a quick
+// look at a few rows; the published results come from a whole run).
+const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length)
+const selected = (pattern: string) => only === undefined || new RegExp(only).test(pattern)
 const n = quick ? 15 : 150
 const distances = quick ? [0, 2, 10] : [0, 2, 10]
 const tlsDistance = 2
@@ -64,13 +68,14 @@ try {
     const url = pg.urlFor({ port: proxy.port })
     for (const [pattern, spec] of Object.entries(INPROCESS_PATTERNS)) {
       if (spec.pg && c.tls) continue // node-postgres rows: plain connections only
+      if (!selected(pattern)) continue
       const ssl = c.tls ? { ca: tls.ca, servername: 'localhost' } : (false as const)
       const s = await runInProcess(spec, url, ssl, n, proxy.flights, () => bar.tick(`node ${c.d} ms${c.tls ? ' TLS' : ''} ${pattern}`))
       rows.push({ env: 'node', distanceMs: c.d, tls: c.tls, pattern, ...s })
     }
   }
 
-  for (const c of lambdaCases) {
+  for (const c of only === undefined ? lambdaCases : []) {
     proxy.setLatencyMs(c.d)
     const url = pg.urlFor({ port: proxy.port })
     for (const [pattern, spec] of Object.entries(LAMBDA_PATTERNS)) {
@@ -80,7 +85,7 @@ try {
       rows.push({ env: 'lambda', distanceMs: c.d, tls: c.tls, pattern, ...s })
     }
   }
-  for (const c of workerCases) {
+  for (const c of only === undefined ? workerCases : []) {
     proxy.setLatencyMs(c.d)
     for (const s of await runWorkers(pg.urlFor({ port: proxy.port }), n, (label) => bar.tick(`workers ${c.d} ms ${label}`))) {
       rows.push({ env: 'workers', distanceMs: c.d, tls: false, ...s })
@@ -101,7 +106,7 @@ function report(): void {
   out.push(`|---|---|---|---|---|---|---|`)
   for (const group of new Set(rows.map(groupKey))) {
     const members = rows.filter((r) => groupKey(r) === group)
-    const base = members.find((r) => r.pattern.startsWith('d ')) ?? members.find((r) => r.pattern.startsWith('DO'))
+    const base = members.find((r) => r.pattern === 'd raw held (limit)') ?? members.find((r) => r.pattern.startsWith('DO'))
     for (const r of members) {
       const ratio = (a: number, b: number | undefined) => (b ? `${(a / b).toFixed(2)}x` : '-')
       out.push(`| ${group} | ${r.pattern} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${ratio(r.p50, base?.p50)} | ${ratio(r.p99, base?.p99)} | ${r.flights === undefined ? '-' : r.flights.toFixed(2)} |`)
@@ -147,6 +152,7 @@ function report(): void {
   }
   const text = out.join('\n')
   console.log(`\n${text}`)
+  if (only !== undefined) return
   const suffix = quick ? '-quick' : ''
   writeFileSync(join('bench', `results${suffix}.json`), JSON.stringify({ date: new Date().toISOString(), quick, n, node: process.version, rows }, null, 2) + '\n')
   writeFileSync(join('bench', `results${suffix}.md`), text + '\n')
