@@ -139,7 +139,8 @@ describe('recovery', () => {
 
   it("the server ends an idle session (57P05) before idleTimeoutMs: the driver passes the code on, one warning", async () => {
     const name = appName('neon-ist')
-    const holder = makeHolder({ applicationName: name })
+    // sessionReset 'never': the session setting below must outlive the call that makes it.
+    const holder = makeHolder({ applicationName: name, sessionReset: 'never' })
     const warnings: Array<{ code: string; message: string }> = []
     holder.on('warning', (w) => warnings.push(w))
     const closes: Array<string | undefined> = []
