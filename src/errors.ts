@@ -187,3 +187,23 @@ export function safeCause(err: unknown, secrets: readonly string[]): unknown {
   if (code !== undefined) Object.assign(clean, { code })
   return clean
 }
+
+/**
+ * The error a call fails with when its connection was lost under it and it is not replayed:
+ * ConnectError when the statement provably never left (`notSent`), ConnectionLostError (outcome
+ * unknown) otherwise. A warmconn error is passed on as it is. Redacted with the driver's secrets.
+ */
+export function lostError(err: unknown, code: string | undefined, notSent: boolean, driver: { target: string; secrets: readonly string[] }): WarmconnError {
+  if (err instanceof WarmconnError) return err
+  const message = redact(err instanceof Error ? err.message : String(err), driver.secrets)
+  const cause = { cause: safeCause(err, driver.secrets) }
+  if (notSent) {
+    return new ConnectError(`Could not reach ${driver.target} to run the call (nothing was sent): ${message}`, 1, code, cause)
+  }
+  return new ConnectionLostError(
+    `The connection to ${driver.target} was lost during the call; it may or may not have taken effect, ` +
+      `so it was not replayed (pass { idempotent: true } to allow a replay): ${message}`,
+    code,
+    cause,
+  )
+}

@@ -3,88 +3,27 @@
  * hands each caller one connection exclusively for the length of a `run`. Every decision is made
  * from timestamps when a connection is asked for, because a frozen process (Lambda between
  * invocations) fires no timers; timers only close idle connections early in a live process.
+ *
+ * This file is the state machine (slot states in slot.ts); the policies it consults live beside
+ * it: connect-policy.ts (attempts, backoff, budget, typed failure), call-deadlines.ts (one timer
+ * for every call's deadline), hygiene.ts (rollback and session reset), stats.ts (the counters).
  * @module
  */
 import type { Classified, Driver, DriverConnection } from './driver.js'
-import {
-  AcquireTimeoutError,
-  CallTimeoutError,
-  ClosedError,
-  CrossRequestError,
-  ConnectError,
-  ConnectionLostError,
-  InvalidOptionError,
-  WarmconnError,
-  redact,
-  safeCause,
-} from './errors.js'
-import { connectFailure } from './connect-failure.js'
+import { AcquireTimeoutError, CallTimeoutError, ClosedError, CrossRequestError, InvalidOptionError, WarmconnError, lostError, type ConnectError } from './errors.js'
+import { CallDeadlines } from './call-deadlines.js'
+import { attemptTimeoutMs, openOnce, retryDelay } from './connect-policy.js'
 import { Emitter, type HolderEventName, type Listener } from './events.js'
+import { cleanupFor, resetSession, rollBack } from './hygiene.js'
 import { checkRunOptions, checkTimeout, describe, resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
-import { idleSessionWarning, pooledSessionWarning, preparedStatementWarning, type Warning } from './warnings.js'
+import { bindToRequest, inSameRequest } from './request-context.js'
 import { serverIdleTimeoutMs } from './server-idle.js'
-import { bindToRequest, inSameRequest, type RequestBinding } from './request-context.js'
+import { CONNECT_FAILURES, newSlot, type ConnectTry, type Slot, type Waiter } from './slot.js'
+import { newCounts, type HolderStats } from './stats.js'
 import { deadlineTimer, settle, sleep, withTimeout, type DeadlineTimer } from './timer.js'
+import { idleSessionWarning, pooledSessionWarning, preparedStatementWarning, type Warning } from './warnings.js'
 
-/**
- * A connection's state. Only IDLE connections may be handed out or closed by the idle sweep,
- * which is why the sweep can never close a connection in use.
- */
-type SlotState =
-  /** Being opened; counts against maxConnections so concurrent callers share the connect. */
-  | 'CONNECTING'
-  /** Open, unused, waiting in the holder. */
-  | 'IDLE'
-  /** Taken by one caller and being checked (timestamps, then a ping if stale). */
-  | 'VALIDATING'
-  /** In a caller's hands. */
-  | 'ALLOCATED'
-  /** Gone: closed or destroyed, no longer in the holder. */
-  | 'CLOSED'
-
-interface Slot<C> {
-  readonly id: number
-  state: SlotState
-  conn: DriverConnection<C> | undefined
-  openedAt: number
-  /** Lifetime deadline, jitter already taken off. */
-  expiresAt: number
-  lastUsedAt: number
-  /** Set by the driver when the connection closed on its own (backend terminated, socket reset). */
-  broken: boolean
-  /** Bound to the request that opened the connection, on runtimes that bind I/O to requests. */
-  context: RequestBinding | undefined
-  /** While a call or lease holds the connection: when it is cut off (epoch ms), its bound, and who to tell. */
-  callDeadlineAt: number
-  callTimeoutMs: number
-  cutOff: (() => void) | undefined
-  /** A pipelined liveness check in flight under a stale idempotent call: true if it was answered. */
-  probe: Promise<boolean> | undefined
-  /**
-   * The server has authenticated this connection. False only for a lazy connection whose first
-   * statement has not yet carried the handshake: a connect failure there is not a call failure.
-   */
-  proven: boolean
-  /** The connect that made this connection (for a lazy one, still in progress). */
-  connect: ConnectTry
-  /** The driver's own work on the idle connection (DriverConnection.maintain), awaited before it is handed out. */
-  maintaining: Promise<void> | undefined
-}
-
-/** One caller's connect across attempts: a lazy connect's attempts fail inside the call. */
-interface ConnectTry {
-  attempts: number
-  startedAt: number
-}
-
-// Errors that, on a connection not yet authenticated, mean the connect failed: nothing was sent.
-const CONNECT_FAILURES = new Set(['auth', 'config', 'transient', 'connection'])
-
-interface Waiter<C> {
-  /** Called with a connection handed over directly, or with nothing when capacity freed up. */
-  wake(slot: Slot<C> | undefined): void
-  fail(err: Error): void
-}
+export type { HolderStats } from './stats.js'
 
 export interface RunOptions {
   /**
@@ -121,45 +60,6 @@ export interface Lease<C> {
   destroy(): void
 }
 
-export interface HolderStats {
-  /** Connections opened. */
-  opened: number
-  /** Calls served by an already open connection (with or without a ping). */
-  reused: number
-  /** Stale connections that answered their ping. */
-  revalidated: number
-  /** Stale connections that failed or timed out their ping. */
-  revalidateFailures: number
-  /** Connections opened to replace one that died. */
-  reconnected: number
-  closedIdle: number
-  closedLifetime: number
-  /** Connections dropped because they broke. */
-  closedBroken: number
-  /** Transient connect failures that were retried. */
-  connectRetries: number
-  /** Connects that failed for good. */
-  connectFailures: number
-  /** Calls whose session was cleaned before reuse: a transaction left open rolled back, or session state reset. */
-  sessionResets: number
-  /** Calls run again on a new connection. */
-  replays: number
-  /** Calls cut off at their deadline (callTimeoutMs), their connection destroyed. */
-  callTimeouts: number
-  /** Calls started. */
-  runs: number
-  /** Calls that rejected, whatever the reason. */
-  failures: number
-  /** Connections open now (including ones being opened). */
-  open: number
-  /** Connections in a caller's hands now. */
-  inUse: number
-  /** Callers waiting for a connection now. */
-  waiting: number
-}
-
-type Counter = Exclude<keyof HolderStats, 'open' | 'inUse' | 'waiting'>
-
 export interface HolderHooks {
   /** Called once the holder is closed (the registry forgets it). */
   onClose?: () => void
@@ -172,17 +72,11 @@ export class Holder<C> {
   readonly #waiters: Waiter<C>[] = []
   readonly #events = new Emitter()
   readonly #idleTimer: DeadlineTimer
-  /** One timer for every call's deadline, armed for the earliest (see #startCall). */
-  readonly #callTimer: DeadlineTimer
-  /** Slots a call holds now (a slot dropped by close() keeps its deadline). */
-  readonly #calling = new Set<Slot<C>>()
+  /** The deadline of every call holding a connection now (call-deadlines.ts). */
+  readonly #calls: CallDeadlines<Slot<C>>
   readonly #closing = new Set<Promise<void>>()
   readonly #hooks: HolderHooks
-  readonly #counts: Record<Counter, number> = {
-    opened: 0, reused: 0, revalidated: 0, revalidateFailures: 0, reconnected: 0, closedIdle: 0,
-    closedLifetime: 0, closedBroken: 0, connectRetries: 0, connectFailures: 0, sessionResets: 0,
-    replays: 0, callTimeouts: 0, runs: 0, failures: 0,
-  }
+  readonly #counts = newCounts()
   #nextId = 0
   /** Connections lost to failure and not yet replaced: the next opens count as reconnects. */
   #replacementsDue = 0
@@ -198,7 +92,7 @@ export class Holder<C> {
     this.#driver = driver
     this.#hooks = hooks
     this.#idleTimer = deadlineTimer(() => void this.sweep())
-    this.#callTimer = deadlineTimer(() => this.#cutOffLateCalls())
+    this.#calls = new CallDeadlines((slot) => this.#timeOut(slot))
   }
 
   /**
@@ -238,7 +132,7 @@ export class Holder<C> {
           // fn's first statement carried the handshake (a lazy connect) and the handshake failed:
           // a failed connect attempt, under the connect policy, with nothing sent. fn runs again
           // once a connection is open; that is not the call's one replay.
-          this.#endCall(slot)
+          this.#calls.end(slot)
           this.#discard(slot)
           let delayMs: number
           try {
@@ -261,7 +155,7 @@ export class Holder<C> {
           this.#counts.failures++
           throw err
         }
-        this.#endCall(slot)
+        this.#calls.end(slot)
         this.#drop(slot, seen.code)
         this.#callEnded(slot)
         if (attempt === 1 && (idempotent || seen.notSent) && !this.#closed) {
@@ -270,7 +164,7 @@ export class Holder<C> {
           continue
         }
         this.#counts.failures++
-        throw this.#lostError(err, seen.code, seen.notSent)
+        throw lostError(err, seen.code, seen.notSent, this.#driver)
       }
       // fn's result stands even if a pipelined check failed (fn then never used the connection).
       // A warm call awaits nothing here: no probe to settle, no transaction to roll back.
@@ -279,7 +173,7 @@ export class Holder<C> {
         if (back) await back
       } else {
         // Broken under the call (already dropped if a pipelined check failed): never reused.
-        this.#endCall(slot)
+        this.#calls.end(slot)
         this.#drop(slot, undefined)
         this.#callEnded(slot)
       }
@@ -300,7 +194,7 @@ export class Holder<C> {
     this.#counts.runs++
     const slot = await this.#take(false, false, undefined)
     // The lease's connection is destroyed at its deadline; its client's pending queries then fail.
-    this.#startCall(slot, timeoutMs, undefined)
+    this.#calls.start(slot, timeoutMs, undefined)
     let done = false
     const conn = slot.conn!
     return {
@@ -311,13 +205,13 @@ export class Holder<C> {
         if (done) return
         done = true
         // Not in a call any more: cut off at its deadline, already destroyed.
-        if (this.#calling.has(slot)) await this.#giveBack(slot)
+        if (this.#calls.has(slot)) await this.#giveBack(slot)
       },
       destroy: () => {
         if (done) return
         done = true
-        if (!this.#calling.has(slot)) return
-        this.#endCall(slot)
+        if (!this.#calls.has(slot)) return
+        this.#calls.end(slot)
         this.#drop(slot, 'WARMCONN_LEASE_DESTROYED')
         this.#callEnded(slot)
       },
@@ -551,11 +445,7 @@ export class Holder<C> {
   async #open(lazyOk: boolean, carried: ConnectTry | undefined): Promise<Slot<C>> {
     const connect = carried ?? { attempts: 0, startedAt: 0 }
     if (connect.attempts === 0) connect.startedAt = Date.now()
-    const slot: Slot<C> = {
-      id: ++this.#nextId, state: 'CONNECTING', conn: undefined,
-      openedAt: 0, expiresAt: 0, lastUsedAt: 0, broken: false, context: bindToRequest(),
-      callDeadlineAt: 0, callTimeoutMs: 0, cutOff: undefined, probe: undefined, proven: false, connect, maintaining: undefined,
-    }
+    const slot = newSlot<C>(++this.#nextId, connect, bindToRequest())
     this.#slots.add(slot)
     try {
       const conn = await this.#connect(slot, lazyOk)
@@ -604,66 +494,30 @@ export class Holder<C> {
   async #connect(slot: Slot<C>, lazy: boolean): Promise<DriverConnection<C>> {
     const o = this.options
     for (;;) {
-      const remaining = o.connectBudgetMs - (Date.now() - slot.connect.startedAt)
-      const timeoutMs = Math.max(1, Math.min(o.connectTimeoutMs, remaining))
       slot.connect.attempts++
       try {
-        return await this.#openOnce(slot, timeoutMs, lazy)
+        return await openOnce(this.#driver, {
+          connectTimeoutMs: attemptTimeoutMs(o, slot.connect),
+          applicationName: o.applicationName,
+          onBroken: (code) => this.#onBroken(slot, code),
+          lazy,
+          onReady: (backendPid) => this.#connected(slot, backendPid),
+          pooled: o.pooled,
+          serverIdleTimeoutMs: o.serverIdleClose && o.pooled !== true ? serverIdleTimeoutMs(o.idleTimeoutMs) : undefined,
+        })
       } catch (err) {
         await sleep(this.#retryDelay(err, this.#driver.classify(err), slot.connect))
       }
     }
   }
 
-  /**
-   * What a failed connect attempt means: throws the typed error that ends the connect (bad
-   * credentials or configuration, not transient, out of retries or budget), or counts a retry and
-   * returns its backoff (full jitter below a doubling ceiling).
-   */
+  /** The policy's verdict on a failed attempt (connect-policy.ts): throws the final error, or counts a retry and returns its backoff. */
   #retryDelay(err: unknown, seen: Classified, connect: ConnectTry): number {
-    const o = this.options
-    const attempt = connect.attempts
-    const secrets = this.#driver.secrets
-    if (seen.retryNow && attempt <= o.connectRetries) return 0
-    const detail = redact(err instanceof Error ? err.message : String(err), secrets)
-    const failure = { seen, detail, where: `${this.#driver.target} (${this.#driver.name})`, cause: { cause: safeCause(err, secrets) }, attempts: attempt }
-    // Worded for what happened (connect-failure.ts): no such host, TLS, refused credentials...
-    if (seen.kind === 'auth' || seen.kind === 'config') throw connectFailure(failure)
-    const ceiling = Math.min(o.connectBackoffMaxMs, o.connectBackoffBaseMs * 2 ** (attempt - 1))
-    const delayMs = Math.random() * ceiling
-    const retryable = seen.kind === 'transient' || seen.kind === 'connection'
-    // An attempt squeezed into the budget's last milliseconds could only time out, and would
-    // then report CONNECT_TIMEOUT instead of the failure that actually drove the retries.
-    const minAttemptMs = Math.min(o.connectTimeoutMs, MIN_ATTEMPT_MS)
-    const outOfBudget = Date.now() - connect.startedAt + delayMs + minAttemptMs > o.connectBudgetMs
-    if (!retryable || attempt > o.connectRetries || outOfBudget || this.#closed) {
-      const gaveUp = !retryable ? 'not a transient failure' : outOfBudget ? `another retry would pass connectBudgetMs (${o.connectBudgetMs} ms)` : `connectRetries (${o.connectRetries}) exhausted`
-      throw connectFailure({ ...failure, gaveUp })
-    }
+    const { delayMs, counted } = retryDelay(this.options, this.#driver, err, seen, connect, this.#closed)
+    if (!counted) return delayMs
     this.#counts.connectRetries++
-    this.#events.emit('connectRetry', { attempt, delayMs: Math.round(delayMs), code: seen.code })
+    this.#events.emit('connectRetry', { attempt: connect.attempts, delayMs: Math.round(delayMs), code: seen.code })
     return delayMs
-  }
-
-
-  /** One attempt, bounded even if the driver ignores its own timeout; a late success is destroyed. */
-  #openOnce(slot: Slot<C>, timeoutMs: number, lazy: boolean): Promise<DriverConnection<C>> {
-    let abandoned = false
-    const opening = this.#driver.open({
-      connectTimeoutMs: timeoutMs,
-      applicationName: this.options.applicationName,
-      onBroken: (code) => this.#onBroken(slot, code),
-      lazy,
-      onReady: (backendPid) => this.#connected(slot, backendPid),
-      pooled: this.options.pooled,
-      serverIdleTimeoutMs: this.options.serverIdleClose && this.options.pooled !== true ? serverIdleTimeoutMs(this.options.idleTimeoutMs) : undefined,
-    })
-    opening.then((conn) => abandoned && conn.destroy(), () => {})
-    const grace = 250 // the driver's own timer should win; ours only guards against a driver that hangs
-    return withTimeout(opening, timeoutMs + grace, () => {
-      abandoned = true
-      return Object.assign(new Error(`connect timed out after ${timeoutMs} ms`), { code: 'CONNECT_TIMEOUT' })
-    })
   }
 
   #onBroken(slot: Slot<C>, code: string | undefined): void {
@@ -714,16 +568,18 @@ export class Holder<C> {
    * idle. A promise only when there is a rollback to wait for, so a clean call awaits nothing.
    */
   #giveBack(slot: Slot<C>): Promise<void> | undefined {
-    this.#endCall(slot)
-    if (this.#sessionResetDue(slot)) {
+    this.#calls.end(slot)
+    const cleanup = cleanupFor(slot.conn!, this.options.sessionReset, slot.broken)
+    if (cleanup.pooledChange) this.#warn(pooledSessionWarning(this.#driver.target))
+    if (cleanup.kind === 'reset') {
       // Off the caller's path: the connection goes back with the reset in flight, and whoever
       // takes it next waits for the reset (bounded by pingTimeoutMs), like any idle-time work.
       this.#release(slot, this.#resetSession(slot))
       this.#callEnded(slot)
       return undefined
     }
-    if (this.#leftOpen(slot)) {
-      return this.#cleanSession(slot).then(() => {
+    if (cleanup.kind === 'rollback') {
+      return this.#rollBack(slot).then(() => {
         this.#release(slot)
         this.#callEnded(slot)
       })
@@ -738,63 +594,31 @@ export class Holder<C> {
   }
 
   /**
-   * Whether the call may have left session state for the next caller (sessionReset, see
-   * session-state.ts). Behind a transaction pooler the session is not ours to reset: a change
-   * there reaches the pooler's other clients, so the user is warned instead.
-   */
-  #sessionResetDue(slot: Slot<C>): boolean {
-    const mode = this.options.sessionReset
-    const conn = slot.conn!
-    if (mode === 'never' || slot.broken || !conn.resetSession) return false
-    const changed = conn.sessionChanged?.() === true
-    if (!conn.direct) {
-      if (changed) this.#warn(pooledSessionWarning(this.#driver.target))
-      return false
-    }
-    return changed || mode === 'always'
-  }
-
-  /**
-   * The reset of a session the call may have changed, rolling back first whatever it left open.
-   * A reset that fails or stays unanswered leaves the connection broken: it is dropped, never
-   * handed on with someone else's state.
+   * A session reset in flight (hygiene.ts) for the next caller to await. One that fails or stays
+   * unanswered leaves the connection broken: it is dropped, never handed on with someone else's state.
    */
   #resetSession(slot: Slot<C>): Promise<void> {
-    const rollbackFirst = slot.conn!.inTransaction()
-    return slot.conn!.resetSession!(rollbackFirst).then(
-      () => {
-        this.#counts.sessionResets++
-        this.#events.emit('sessionReset', { connectionId: slot.id, ok: true, kind: 'session' })
-      },
+    return resetSession(slot.conn!).then(
+      () => this.#cleaned(slot, 'session', true),
       () => {
         slot.broken = true
-        this.#counts.sessionResets++
-        this.#events.emit('sessionReset', { connectionId: slot.id, ok: false, kind: 'session' })
+        this.#cleaned(slot, 'session', false)
         // Idle with nobody waiting on it yet: its place is freed now (a waiter sees it CLOSED).
         if (slot.state === 'IDLE') this.#drop(slot, 'WARMCONN_RESET_FAILED')
       },
     )
   }
 
-  /** Whether the caller left a transaction open on a connection still worth keeping. */
-  #leftOpen(slot: Slot<C>): boolean {
-    return !slot.broken && slot.conn!.inTransaction()
+  /** Rolls back what the caller left open; a connection that cannot be cleaned is dropped (on release). */
+  async #rollBack(slot: Slot<C>): Promise<void> {
+    const ok = await rollBack(slot.conn!, this.options.pingTimeoutMs)
+    if (!ok) slot.broken = true
+    this.#cleaned(slot, 'rollback', ok)
   }
 
-  /**
-   * Rolls back what the caller left open (only called when #leftOpen, so a clean call awaits
-   * nothing). A connection that cannot be cleaned is dropped.
-   */
-  async #cleanSession(slot: Slot<C>): Promise<void> {
-    let ok = true
-    try {
-      await withTimeout(slot.conn!.rollback(), this.options.pingTimeoutMs, () => new PingTimeout())
-    } catch {
-      ok = false
-      slot.broken = true
-    }
+  #cleaned(slot: Slot<C>, kind: 'rollback' | 'session', ok: boolean): void {
     this.#counts.sessionResets++
-    this.#events.emit('sessionReset', { connectionId: slot.id, ok, kind: 'rollback' })
+    this.#events.emit('sessionReset', { connectionId: slot.id, ok, kind })
   }
 
   /**
@@ -917,7 +741,7 @@ export class Holder<C> {
     this.#armIdleTimer()
     // The call timer stays armed between calls (the hot path arms none); with no connection left
     // nothing can be late, and a pending timer would keep a Durable Object from being evicted.
-    if (this.#slots.size === 0 && this.#calling.size === 0) this.#callTimer.cancel()
+    if (this.#slots.size === 0 && this.#calls.size === 0) this.#calls.cancel()
   }
 
   #armIdleTimer(): void {
@@ -935,7 +759,7 @@ export class Holder<C> {
   #within<T>(slot: Slot<C>, fn: (client: C) => Promise<T> | T, timeoutMs: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const boundMs = slot.proven ? timeoutMs : timeoutMs + this.options.connectTimeoutMs
-      this.#startCall(slot, boundMs, () => reject(new CallTimeout()))
+      this.#calls.start(slot, boundMs, () => reject(new CallTimeout()))
       try {
         Promise.resolve(fn(slot.conn!.client)).then(resolve, reject)
       } catch (err) {
@@ -945,43 +769,13 @@ export class Holder<C> {
   }
 
   /**
-   * Starts the deadline of a call or lease. The hot path arms no timer of its own: one holder
-   * timer, due at the earliest deadline, stays armed while calls keep starting before it
-   * (deadlines only move later), and when it fires it cuts off what is late by timestamps and
-   * re-arms. Unref'd: a call in flight keeps its own socket, which holds the process open.
-   */
-  #startCall(slot: Slot<C>, timeoutMs: number, cutOff: (() => void) | undefined): void {
-    slot.callDeadlineAt = Date.now() + timeoutMs
-    slot.callTimeoutMs = timeoutMs
-    slot.cutOff = cutOff
-    this.#calling.add(slot)
-    this.#callTimer.armBy(slot.callDeadlineAt)
-  }
-
-  /** The call or lease on `slot` has ended: its deadline no longer applies. */
-  #endCall(slot: Slot<C>): void {
-    slot.cutOff = undefined
-    this.#calling.delete(slot)
-  }
-
-  #cutOffLateCalls(): void {
-    const now = Date.now()
-    let next: number | undefined
-    for (const slot of this.#calling) {
-      if (slot.callDeadlineAt > now) next = Math.min(next ?? Infinity, slot.callDeadlineAt)
-      else this.#timeOut(slot)
-    }
-    if (next !== undefined) this.#callTimer.armBy(next)
-  }
-
-  /**
    * Whatever the call is waiting for may never come (a silent network; a driver that never
    * reports a reset): destroying the connection frees its place now and fails its later
    * statements. The owner (run's promise) is told last, once the holder's books are straight.
    */
   #timeOut(slot: Slot<C>): void {
     const notify = slot.cutOff
-    this.#endCall(slot)
+    this.#calls.end(slot)
     this.#drop(slot, 'WARMCONN_CALL_TIMEOUT')
     this.#counts.callTimeouts++
     this.#events.emit('callTimeout', { connectionId: slot.id, timeoutMs: slot.callTimeoutMs })
@@ -996,22 +790,6 @@ export class Holder<C> {
     checkTimeout('timeoutMs', timeoutMs)
     return timeoutMs
   }
-
-  #lostError(err: unknown, code: string | undefined, notSent: boolean): WarmconnError {
-    const secrets = this.#driver.secrets
-    const message = redact(err instanceof Error ? err.message : String(err), secrets)
-    const cause = { cause: safeCause(err, secrets) }
-    if (err instanceof WarmconnError) return err
-    if (notSent) {
-      return new ConnectError(`Could not reach ${this.#driver.target} to run the call (nothing was sent): ${message}`, 1, code, cause)
-    }
-    return new ConnectionLostError(
-      `The connection to ${this.#driver.target} was lost during the call; it may or may not have taken effect, ` +
-        `so it was not replayed (pass { idempotent: true } to allow a replay): ${message}`,
-      code,
-      cause,
-    )
-  }
 }
 
 class PingTimeout extends Error {}
@@ -1020,5 +798,3 @@ class CallTimeout extends Error {}
 /** Idle time after which queued socket events are let in before a connection is handed out. */
 const SETTLE_AFTER_IDLE_MS = 50
 
-/** The least time worth giving a connect attempt (loopback TCP + SCRAM take ~20 ms here). */
-const MIN_ATTEMPT_MS = 250

@@ -8,6 +8,7 @@
 import { expect, it } from 'vitest'
 import type { Holder, HolderOptions } from '../../src/index.js'
 import type { TestPg } from '../harness/pg.js'
+import type { FaultProxy } from '../harness/proxy.js'
 import { eventually } from '../helpers/core.js'
 
 type Row = Record<string, unknown>
@@ -23,6 +24,8 @@ export interface SessionTarget {
   exec: (client: unknown, text: string, params?: unknown[]) => Promise<Row[]>
   /** PostgreSQL itself: the session is the client's (false behind a transaction pooler). */
   direct: boolean
+  /** The fault proxy every connection of `make` goes through. */
+  proxy: () => FaultProxy
 }
 
 export const READER_ROLE = 'warmconn_reader'
@@ -134,17 +137,23 @@ export function sessionConformance(t: SessionTarget): void {
   })
 
   it('session state: a reset that goes unanswered drops the connection instead of handing it on', async () => {
-    const { holder, run, pid, name } = t.make({ pingTimeoutMs: 300 })
+    const { holder, pid } = t.make({ pingTimeoutMs: 300 })
     const first = await pid()
-    // The backend dies under the reset: it can never answer.
     const resets: boolean[] = []
     holder.on('sessionReset', (e) => resets.push(e.ok))
-    await run(`set role ${READER_ROLE}`)
-    await t.pg().terminate({ pid: first })
-    const next = await pid()
-    expect(next).not.toBe(first)
-    expect((await run('select current_user::text as v'))[0]!.v).not.toBe(READER_ROLE)
-    expect(await eventually(async () => (await t.pg().backends(name)).every((b) => b.pid !== first))).toBe(true)
+    await holder.run(async (client) => {
+      await t.exec(client, `set role ${READER_ROLE}`)
+      // Answered; from now on this connection's socket is silent, so the reset sent when the call
+      // returns can never be answered. New connections get through.
+      t.proxy().blackhole()
+      t.proxy().heal()
+    })
+    const next = await holder.run(async (client) => (await t.exec(client, 'select pg_backend_pid() as pid, current_user::text as role'))[0]!)
+    expect(Number(next.pid)).not.toBe(first)
+    expect(next.role).not.toBe(READER_ROLE)
+    expect(holder.stats()).toMatchObject({ revalidateFailures: 1, opened: 2, failures: 0 })
+    expect(await eventually(async () => resets.length === 1)).toBe(true)
+    expect(resets).toEqual([false])
   })
 }
 

@@ -202,6 +202,6 @@ export function conformance(t: ConformanceTarget): void {
     })
 
     // Last: its holders keep connections open through the shared proxy, which 'reuse' counts.
-    sessionConformance({ pg, make, exec: t.exec, direct: t.stableBackend })
+    sessionConformance({ pg, make, exec: t.exec, direct: t.stableBackend, proxy: () => proxy })
   })
 }
