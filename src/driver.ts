@@ -81,6 +81,13 @@ export interface DriverConnection<C> {
    * behind it.
    */
   maintain?(): Promise<void> | undefined
+  /**
+   * Optional: the client as handed to shared calls (`holder.shared`), whose statements the driver
+   * pipelines on this one connection with other callers': it refuses, before sending, a statement
+   * that would change the session or open a transaction (NotShareableError). Without it, a shared
+   * call has the connection to itself.
+   */
+  readonly sharedClient?: C
   /** One cheap round trip. The holder bounds it with `pingTimeoutMs`. */
   ping(): Promise<void>
   /**

@@ -22,6 +22,7 @@ export const envOptionNames = {
   WARMCONN_CONNECT_BACKOFF_MAX_MS: 'connectBackoffMaxMs',
   WARMCONN_ACQUIRE_TIMEOUT_MS: 'acquireTimeoutMs',
   WARMCONN_MAX_CONNECTIONS: 'maxConnections',
+  WARMCONN_MAX_PIPELINED: 'maxPipelined',
   WARMCONN_CALL_TIMEOUT_MS: 'callTimeoutMs',
   WARMCONN_CLOSE_TIMEOUT_MS: 'closeTimeoutMs',
   WARMCONN_APPLICATION_NAME: 'applicationName',

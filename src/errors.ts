@@ -14,6 +14,7 @@ export type WarmconnErrorCode =
   | 'WARMCONN_CALL_TIMEOUT'
   | 'WARMCONN_CLOSED'
   | 'WARMCONN_CROSS_REQUEST'
+  | 'WARMCONN_NOT_SHAREABLE'
 
 /** Base class: `instanceof WarmconnError` catches everything this library throws. */
 export class WarmconnError extends Error {
@@ -150,6 +151,26 @@ export class CrossRequestError extends WarmconnError {
         'open one per request (withRequestScope), or use Hyperdrive (hyperdriveScope) instead of a module-scope holder.',
     )
     this.name = 'CrossRequestError'
+  }
+}
+
+/**
+ * A shared call (`holder.shared`) tried a statement that would change the session or open a
+ * transaction, on a connection whose statements are pipelined with other callers': refused
+ * before it was sent. Nothing of the call's was sent by that statement.
+ */
+export class NotShareableError extends WarmconnError {
+  constructor(what: 'transaction' | 'session' | 'method', name?: string) {
+    super(
+      'WARMCONN_NOT_SHAREABLE',
+      what === 'method'
+        ? `sql.${name}() holds the connection across statements, which a shared call cannot: use run((sql) => ...) instead`
+        : what === 'transaction'
+          ? 'A shared call cannot open or end a transaction: its connection runs other callers\' statements at the same time. Use run((sql) => sql.begin(...)) instead'
+          : 'A shared call cannot change its session (SET, SET ROLE, set_config(..., false), a session lock, a temp table, LISTEN, PREPARE): ' +
+            'other callers\' statements run on the same connection. Use run(...) (the session is reset after it), or SET LOCAL / set_config(..., true) inside run((sql) => sql.begin(...))',
+    )
+    this.name = 'NotShareableError'
   }
 }
 

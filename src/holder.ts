@@ -18,12 +18,18 @@ import { cleanupFor, resetSession, rollBack } from './hygiene.js'
 import { checkRunOptions, checkTimeout, describe, resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
 import { bindToRequest, inSameRequest } from './request-context.js'
 import { serverIdleTimeoutMs } from './server-idle.js'
-import { CONNECT_FAILURES, newSlot, type ConnectTry, type Slot, type Waiter } from './slot.js'
+import { CONNECT_FAILURES, newSlot, type ConnectTry, type SharedCall, type Slot, type Waiter } from './slot.js'
 import { newCounts, type HolderStats } from './stats.js'
 import { deadlineTimer, settle, sleep, withTimeout, type DeadlineTimer } from './timer.js'
 import { idleSessionWarning, pooledSessionWarning, preparedStatementWarning, type Warning } from './warnings.js'
 
 export type { HolderStats } from './stats.js'
+
+/** A call's hold on a slot: exclusive (the slot's own deadline), or one of its shared calls. */
+interface Held<C> {
+  readonly slot: Slot<C>
+  readonly call: SharedCall<C> | undefined
+}
 
 export interface RunOptions {
   /**
@@ -74,6 +80,8 @@ export class Holder<C> {
   readonly #idleTimer: DeadlineTimer
   /** The deadline of every call holding a connection now (call-deadlines.ts). */
   readonly #calls: CallDeadlines<Slot<C>>
+  /** The deadline of every shared call: several may hold one connection (holder.shared). */
+  readonly #sharedCalls: CallDeadlines<SharedCall<C>>
   readonly #closing = new Set<Promise<void>>()
   readonly #hooks: HolderHooks
   readonly #counts = newCounts()
@@ -93,6 +101,7 @@ export class Holder<C> {
     this.#hooks = hooks
     this.#idleTimer = deadlineTimer(() => void this.sweep())
     this.#calls = new CallDeadlines((slot) => this.#timeOut(slot))
+    this.#sharedCalls = new CallDeadlines((call) => this.#timeOutShared(call))
   }
 
   /**
@@ -101,9 +110,28 @@ export class Holder<C> {
    * `fn` leaves open is rolled back before the connection is used again.
    * @example const rows = await holder.run((sql) => sql`select * from users where id = ${id}`)
    */
-  async run<T>(fn: (client: C) => Promise<T> | T, options: RunOptions = {}): Promise<T> {
+  run<T>(fn: (client: C) => Promise<T> | T, options: RunOptions = {}): Promise<T> {
+    return this.#call(fn, options, false, 'run')
+  }
+
+  /**
+   * Runs `fn`, one or more statements outside any transaction, on a connection it may share with
+   * other shared calls at the same moment: the driver pipelines their statements, so many
+   * concurrent callers go at the connection's throughput, not one statement per round trip. A
+   * statement that would change the session or open a transaction is refused before it is sent
+   * (NotShareableError: use `run`). The same lifecycle otherwise (lazy connect, staleness
+   * checked once for the calls on a connection, `callTimeoutMs` per call, replay of an
+   * idempotent call whose connection died). Behind a transaction pooler nothing is pipelined
+   * (`maxPipelined` is 1 there): each shared call has the connection to itself.
+   * @example const [user] = await holder.shared((sql) => sql`select * from users where id = ${id}`, { idempotent: true })
+   */
+  shared<T>(fn: (client: C) => Promise<T> | T, options: RunOptions = {}): Promise<T> {
+    return this.#call(fn, options, true, 'shared')
+  }
+
+  async #call<T>(fn: (client: C) => Promise<T> | T, options: RunOptions, share: boolean, name: string): Promise<T> {
     // Before any I/O: a bad argument must fail as itself, not as a connect to a server.
-    if (typeof fn !== 'function') throw new InvalidOptionError('fn', `run() expects a function that receives the client, got ${describe(fn)}`)
+    if (typeof fn !== 'function') throw new InvalidOptionError('fn', `${name}() expects a function that receives the client, got ${describe(fn)}`)
     checkRunOptions(options)
     const idempotent = options.idempotent === true
     const timeoutMs = options.timeoutMs ?? this.options.callTimeoutMs
@@ -111,10 +139,11 @@ export class Holder<C> {
     // A lazy connect that failed under fn: its attempts and budget go on with the next one.
     let carried: ConnectTry | undefined
     for (let attempt = 1; ; attempt++) {
-      const slot = await this.#take(idempotent, true, carried)
+      const held = share ? await this.#takeShared(idempotent, carried) : { slot: await this.#take(idempotent, true, carried), call: undefined }
+      const slot = held.slot
       let result: T
       try {
-        result = await this.#within(slot, fn, timeoutMs)
+        result = await this.#within(held, fn, timeoutMs)
       } catch (err) {
         if (err instanceof CallTimeout) {
           // Already destroyed (#timeOut). Treated as a lost connection: replayed once only if
@@ -131,8 +160,9 @@ export class Holder<C> {
         if (!slot.proven && CONNECT_FAILURES.has(seen.kind)) {
           // fn's first statement carried the handshake (a lazy connect) and the handshake failed:
           // a failed connect attempt, under the connect policy, with nothing sent. fn runs again
-          // once a connection is open; that is not the call's one replay.
-          this.#calls.end(slot)
+          // once a connection is open; that is not the call's one replay. (Nobody joins a
+          // shared connection before it is proven, so fn was alone on it.)
+          this.#end(held)
           this.#discard(slot)
           let delayMs: number
           try {
@@ -151,13 +181,11 @@ export class Holder<C> {
         // fn's error, whatever it says, is that of a lost connection.
         if (seen.kind === 'query' && (slot.probe === undefined ? this.#intact(slot) : await this.#probeAnswered(slot))) {
           // An SQL error or the caller's own exception: the connection is fine, the session may not be.
-          await this.#giveBack(slot)
+          await this.#back(held)
           this.#counts.failures++
           throw err
         }
-        this.#calls.end(slot)
-        this.#drop(slot, seen.code)
-        this.#callEnded(slot)
+        this.#lose(held, seen.code)
         if (attempt === 1 && (idempotent || seen.notSent) && !this.#closed) {
           this.#counts.replays++
           this.#events.emit('replay', { code: seen.code, idempotent })
@@ -169,13 +197,11 @@ export class Holder<C> {
       // fn's result stands even if a pipelined check failed (fn then never used the connection).
       // A warm call awaits nothing here: no probe to settle, no transaction to roll back.
       if (slot.probe === undefined ? this.#intact(slot) : await this.#probeAnswered(slot)) {
-        const back = this.#giveBack(slot)
+        const back = this.#back(held)
         if (back) await back
       } else {
         // Broken under the call (already dropped if a pipelined check failed): never reused.
-        this.#calls.end(slot)
-        this.#drop(slot, undefined)
-        this.#callEnded(slot)
+        this.#lose(held, undefined)
       }
       return result
     }
@@ -221,7 +247,7 @@ export class Holder<C> {
   /** Counters since creation and gauges now. Contains no connection string and no password. */
   stats(): HolderStats {
     let inUse = 0
-    for (const slot of this.#slots) if (slot.state === 'ALLOCATED' || slot.state === 'VALIDATING') inUse++
+    for (const slot of this.#slots) if (slot.state === 'ALLOCATED' || slot.state === 'VALIDATING' || slot.state === 'SHARED') inUse++
     return { ...this.#counts, open: this.#slots.size, inUse, waiting: this.#waiters.length }
   }
 
@@ -294,9 +320,9 @@ export class Holder<C> {
   }
 
   /** #acquire for a call or lease that has started: not getting a connection is its failure. */
-  async #take(idempotent: boolean, lazyOk: boolean, carried: ConnectTry | undefined): Promise<Slot<C>> {
+  async #take(idempotent: boolean, lazyOk: boolean, carried: ConnectTry | undefined, shared = false): Promise<Slot<C>> {
     try {
-      return await this.#acquire(idempotent, lazyOk, carried)
+      return await this.#acquire(idempotent, lazyOk, carried, shared)
     } catch (err) {
       this.#counts.failures++
       throw err
@@ -308,7 +334,7 @@ export class Holder<C> {
    * `lazyOk`: the caller can run again if a connect fails under it (run, not lease), so a new
    * connection may be lazy; `carried`, the attempts of a lazy connect that already failed under it.
    */
-  async #acquire(idempotent: boolean, lazyOk: boolean, carried: ConnectTry | undefined): Promise<Slot<C>> {
+  async #acquire(idempotent: boolean, lazyOk: boolean, carried: ConnectTry | undefined, shared: boolean): Promise<Slot<C>> {
     // Fixed at the first wait, so a caller handed a connection at once reads no extra clock.
     let deadline: number | undefined
     for (;;) {
@@ -332,7 +358,13 @@ export class Holder<C> {
       }
       if (this.#slots.size < this.options.maxConnections) return await this.#open(lazyOk, carried)
       deadline ??= Date.now() + this.options.acquireTimeoutMs
-      const handed = await this.#wait(deadline)
+      const handed = await this.#wait(deadline, shared)
+      if (handed?.state === 'SHARED') {
+        // Woken to join a shared connection (#shareOut), its place kept for this caller.
+        if (inSameRequest(handed.context)) return handed
+        handed.sharers--
+        throw new CrossRequestError()
+      }
       if (handed) {
         if (!inSameRequest(handed.context)) {
           this.#forget(handed)
@@ -480,6 +512,7 @@ export class Holder<C> {
     this.#events.emit('connectSuccess', { connectionId: slot.id, backendPid, durationMs: Date.now() - startedAt, attempts, replaced })
     // Done: a later connect of the same caller (a replay) starts a budget of its own.
     slot.connect.attempts = 0
+    if (slot.state === 'SHARED') this.#shareOut(slot)
   }
 
   #connectFailed(err: unknown, attempts: number): void {
@@ -668,7 +701,7 @@ export class Holder<C> {
     return true
   }
 
-  #wait(deadline: number): Promise<Slot<C> | undefined> {
+  #wait(deadline: number, shared: boolean): Promise<Slot<C> | undefined> {
     return new Promise((resolve, reject) => {
       // Not unref'd: a caller is waiting on it (see timer.ts).
       const expire = setTimeout(() => {
@@ -677,6 +710,7 @@ export class Holder<C> {
         reject(new AcquireTimeoutError(this.options.acquireTimeoutMs))
       }, Math.max(0, deadline - Date.now()))
       const waiter: Waiter<C> = {
+        shared,
         wake: (slot) => (clearTimeout(expire), resolve(slot)),
         fail: (err) => (clearTimeout(expire), reject(err)),
       }
@@ -741,7 +775,10 @@ export class Holder<C> {
     this.#armIdleTimer()
     // The call timer stays armed between calls (the hot path arms none); with no connection left
     // nothing can be late, and a pending timer would keep a Durable Object from being evicted.
-    if (this.#slots.size === 0 && this.#calls.size === 0) this.#calls.cancel()
+    if (this.#slots.size === 0 && this.#calls.size === 0 && this.#sharedCalls.size === 0) {
+      this.#calls.cancel()
+      this.#sharedCalls.cancel()
+    }
   }
 
   #armIdleTimer(): void {
@@ -756,16 +793,100 @@ export class Holder<C> {
    * Runs fn under the call's deadline, rejecting with CallTimeout if it still holds the connection
    * then. A lazy connection's handshake happens inside the call, so it is given its connect bound too.
    */
-  #within<T>(slot: Slot<C>, fn: (client: C) => Promise<T> | T, timeoutMs: number): Promise<T> {
+  #within<T>(held: Held<C>, fn: (client: C) => Promise<T> | T, timeoutMs: number): Promise<T> {
+    const { slot, call } = held
     return new Promise<T>((resolve, reject) => {
       const boundMs = slot.proven ? timeoutMs : timeoutMs + this.options.connectTimeoutMs
-      this.#calls.start(slot, boundMs, () => reject(new CallTimeout()))
+      const cutOff = () => reject(new CallTimeout())
+      if (call) this.#sharedCalls.start(call, boundMs, cutOff)
+      else this.#calls.start(slot, boundMs, cutOff)
       try {
-        Promise.resolve(fn(slot.conn!.client)).then(resolve, reject)
+        // A shared call gets the driver's guarded view when others may share the connection.
+        const client = call && this.#depth(slot) > 1 ? slot.conn!.sharedClient! : slot.conn!.client
+        Promise.resolve(fn(client)).then(resolve, reject)
       } catch (err) {
         reject(err)
       }
     })
+  }
+
+  /** The call on `held` no longer holds its connection: its deadline ends; a shared call leaves the slot. */
+  #end(held: Held<C>): void {
+    if (!held.call) return this.#calls.end(held.slot)
+    this.#sharedCalls.end(held.call)
+    held.slot.sharers--
+  }
+
+  /** A call ended on a good connection: the connection goes back once its last sharer has ended. */
+  #back(held: Held<C>): Promise<void> | undefined {
+    if (!held.call) return this.#giveBack(held.slot)
+    this.#end(held)
+    const slot = held.slot
+    if (slot.state !== 'SHARED') return undefined
+    if (slot.sharers > 0) return void this.#callEnded(slot)
+    slot.state = 'ALLOCATED'
+    return this.#giveBack(slot)
+  }
+
+  /** A call whose connection is lost or cannot be trusted: the connection is destroyed (once). */
+  #lose(held: Held<C>, code: string | undefined): void {
+    this.#end(held)
+    this.#drop(held.slot, code)
+    this.#callEnded(held.slot)
+  }
+
+  /**
+   * A connection for a shared call: one already SHARED with room (none while an exclusive caller
+   * waits, so it is not starved), else one of its own through #acquire, which then takes in the
+   * shared callers queued behind it.
+   */
+  async #takeShared(idempotent: boolean, carried: ConnectTry | undefined): Promise<Held<C>> {
+    let joinable: Slot<C> | undefined
+    if (!this.#waiters.some((w) => !w.shared)) {
+      for (const slot of this.#slots) if (this.#canJoin(slot, idempotent) && (!joinable || slot.sharers < joinable.sharers)) joinable = slot
+    }
+    if (joinable) {
+      joinable.sharers++
+      this.#counts.reused++
+      if (this.#events.has('reuse')) this.#events.emit('reuse', { connectionId: joinable.id, idleMs: 0 })
+      return this.#sharedHeld(joinable)
+    }
+    const slot = await this.#take(idempotent, true, carried, true)
+    // Woken to join a SHARED connection: its place was kept for it (#shareOut).
+    if (slot.state === 'SHARED') return this.#sharedHeld(slot)
+    slot.state = 'SHARED'
+    slot.sharers = 1
+    const held = this.#sharedHeld(slot)
+    this.#shareOut(slot)
+    return held
+  }
+
+  #sharedHeld(slot: Slot<C>): Held<C> {
+    return { slot, call: { slot, callDeadlineAt: 0, callTimeoutMs: 0, cutOff: undefined } }
+  }
+
+  /** Whether a shared call may join `slot` now: room in its pipeline, proven, not about to retire, checked (or the call may be replayed). */
+  #canJoin(slot: Slot<C>, idempotent: boolean): boolean {
+    return slot.state === 'SHARED' && slot.proven && !slot.broken && slot.sharers < this.#depth(slot) &&
+      (slot.probe === undefined || idempotent) && Date.now() < slot.expiresAt && inSameRequest(slot.context)
+  }
+
+  /** How many calls may share `slot`: maxPipelined on a direct connection whose driver can guard a shared client, else 1. */
+  #depth(slot: Slot<C>): number {
+    const conn = slot.conn!
+    return conn.sharedClient !== undefined && conn.direct === true ? this.options.maxPipelined : 1
+  }
+
+  /** Hands the shared callers at the head of the queue to `slot`, while it has room. */
+  #shareOut(slot: Slot<C>): void {
+    // A lazy connection's first statement goes alone (it carries the handshake), and nobody's
+    // statement goes behind a liveness check still unanswered: #connected, or the release, share it out later.
+    if (!slot.proven || slot.probe !== undefined) return
+    while (this.#waiters[0]?.shared && slot.sharers < this.#depth(slot)) {
+      slot.sharers++
+      this.#counts.reused++
+      this.#waiters.shift()!.wake(slot)
+    }
   }
 
   /**
@@ -780,6 +901,18 @@ export class Holder<C> {
     this.#counts.callTimeouts++
     this.#events.emit('callTimeout', { connectionId: slot.id, timeoutMs: slot.callTimeoutMs })
     this.#callEnded(slot)
+    notify?.()
+  }
+
+  /** A shared call past its deadline: like #timeOut, for that call; the other calls on the connection fail with it. */
+  #timeOutShared(call: SharedCall<C>): void {
+    const notify = call.cutOff
+    this.#sharedCalls.end(call)
+    call.slot.sharers--
+    this.#drop(call.slot, 'WARMCONN_CALL_TIMEOUT')
+    this.#counts.callTimeouts++
+    this.#events.emit('callTimeout', { connectionId: call.slot.id, timeoutMs: call.callTimeoutMs })
+    this.#callEnded(call.slot)
     notify?.()
   }
 

@@ -34,6 +34,11 @@ export interface HolderOptions {
   /** Most connections this holder opens at once; concurrent callers beyond it wait their turn. */
   maxConnections?: number
   /**
+   * Most shared calls (`holder.shared`) pipelined on one connection at once; beyond it they
+   * use another connection or wait. Behind a transaction pooler it is 1 whatever is set.
+   */
+  maxPipelined?: number
+  /**
    * Longest a call may hold its connection (from handing it out to `fn` settling). Past it the
    * connection is destroyed and the call fails with CallTimeoutError (replayed once first if
    * idempotent, like any lost connection, so a slow idempotent read may run twice). It bounds a
@@ -87,6 +92,7 @@ export const defaultOptions: ResolvedOptions = Object.freeze({
   connectBackoffMaxMs: 2_000,
   acquireTimeoutMs: 10_000,
   maxConnections: 1,
+  maxPipelined: 100,
   callTimeoutMs: 30_000,
   closeTimeoutMs: 5_000,
   applicationName: 'warmconn',
@@ -141,6 +147,11 @@ export function resolveOptions(input: HolderOptions = {}, allowedExtra: readonly
     checkNumber('maxConnections', input.maxConnections, 1)
     if (!Number.isInteger(input.maxConnections)) throw new InvalidOptionError('maxConnections', 'must be a whole number')
     out.maxConnections = input.maxConnections
+  }
+  if (input.maxPipelined !== undefined) {
+    checkNumber('maxPipelined', input.maxPipelined, 1)
+    if (!Number.isInteger(input.maxPipelined)) throw new InvalidOptionError('maxPipelined', 'must be a whole number')
+    out.maxPipelined = input.maxPipelined
   }
   if (input.applicationName !== undefined) {
     // PostgreSQL truncates application_name at 63 bytes and only keeps printable ASCII.

@@ -19,6 +19,12 @@ export type SlotState =
   | 'VALIDATING'
   /** In a caller's hands. */
   | 'ALLOCATED'
+  /**
+   * In the hands of one or more one-statement calls at once (`holder.shared`), whose statements
+   * the driver pipelines; `sharers` counts them. Joined only by other shared calls, and only
+   * while no exclusive caller waits; back to idle when the last one ends.
+   */
+  | 'SHARED'
   /** Gone: closed or destroyed, no longer in the holder. */
   | 'CLOSED'
 
@@ -32,6 +38,8 @@ export interface Slot<C> {
   lastUsedAt: number
   /** Set by the driver when the connection closed on its own (backend terminated, socket reset). */
   broken: boolean
+  /** Shared calls holding the connection now (state SHARED). */
+  sharers: number
   /** Bound to the request that opened the connection, on runtimes that bind I/O to requests. */
   context: RequestBinding | undefined
   /** While a call or lease holds the connection: when it is cut off (epoch ms), its bound, and who to tell. */
@@ -60,7 +68,17 @@ export interface ConnectTry {
 // Errors that, on a connection not yet authenticated, mean the connect failed: nothing was sent.
 export const CONNECT_FAILURES = new Set(['auth', 'config', 'transient', 'connection'])
 
+/** One shared call on a slot: its own deadline, since several run on the slot at once. */
+export interface SharedCall<C> {
+  readonly slot: Slot<C>
+  callDeadlineAt: number
+  callTimeoutMs: number
+  cutOff: (() => void) | undefined
+}
+
 export interface Waiter<C> {
+  /** A shared call: woken with a SHARED slot to join, or with a slot of its own to share out. */
+  readonly shared: boolean
   /** Called with a connection handed over directly, or with nothing when capacity freed up. */
   wake(slot: Slot<C> | undefined): void
   fail(err: Error): void
@@ -70,7 +88,7 @@ export interface Waiter<C> {
 export function newSlot<C>(id: number, connect: ConnectTry, context: RequestBinding | undefined): Slot<C> {
   return {
     id, state: 'CONNECTING', conn: undefined,
-    openedAt: 0, expiresAt: 0, lastUsedAt: 0, broken: false, context,
+    openedAt: 0, expiresAt: 0, lastUsedAt: 0, broken: false, sharers: 0, context,
     callDeadlineAt: 0, callTimeoutMs: 0, cutOff: undefined, probe: undefined, proven: false, connect, maintaining: undefined,
   }
 }

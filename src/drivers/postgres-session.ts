@@ -16,6 +16,7 @@
 import type postgres from 'postgres'
 import { nextTxState } from '../classify.js'
 import { changesSession } from '../session-state.js'
+import { NotShareableError } from '../errors.js'
 
 type AnySql = postgres.Sql<Record<string, never>>
 
@@ -27,6 +28,12 @@ export interface BuiltQuery {
 export interface Session {
   /** The connection as callers get it. */
   readonly sql: AnySql
+  /**
+   * The connection as shared calls get it (holder.shared): statements that would open or end a
+   * transaction or change the session are refused before they are sent, and so are the methods
+   * that hold the connection across statements (begin, reserve, file, listen, subscribe).
+   */
+  readonly shared: AnySql
   /** Best knowledge, from the statements made, of whether a transaction is open. */
   inTransaction: boolean
   /** A statement made since the last reset may have changed the session (session-state.ts). */
@@ -62,11 +69,54 @@ export function watchSession(real: AnySql): Session {
       session: () => void (session.changed = true),
       made: (q) => void (session.first === undefined && (session.first = q)),
     }),
+    shared: guarded(real),
     inTransaction: false,
     changed: false,
     first: undefined,
   }
   return session
+}
+
+const HOLDING = new Set(['begin', 'reserve', 'file', 'listen', 'subscribe', 'savepoint'])
+
+/** What a shared call may not send: a transaction word, or a change to the session. */
+function refusal(text: string): NotShareableError | undefined {
+  if (nextTxState(false, text) || nextTxState(true, text) !== true) return new NotShareableError('transaction')
+  if (changesSession(text)) return new NotShareableError('session')
+  return undefined
+}
+
+function guarded(real: AnySql): AnySql {
+  const unsafe = (t: string, ...rest: unknown[]): unknown => {
+    const refused = typeof t === 'string' ? refusal(t) : new NotShareableError('session')
+    if (refused) throw refused
+    return (real.unsafe as (...args: unknown[]) => unknown)(t, ...rest)
+  }
+  return new Proxy(real, {
+    apply(target, thisArg, args: unknown[]) {
+      const strings = args[0] as TemplateStringsArray | undefined
+      if (Array.isArray(strings) && Array.isArray((strings as { raw?: unknown }).raw)) {
+        let known = templates.get(strings)
+        if (known === undefined) {
+          const joined = strings.join(' ')
+          known = { tx: nextTxState(false, joined) || nextTxState(true, joined) !== true ? joined : null, changes: changesSession(joined) }
+          templates.set(strings, known)
+        }
+        if (known.tx !== null) throw new NotShareableError('transaction')
+        if (known.changes) throw new NotShareableError('session')
+      }
+      return Reflect.apply(target as unknown as (...a: unknown[]) => unknown, thisArg, args)
+    },
+    get(target, key) {
+      if (key === 'unsafe') return unsafe
+      if (typeof key === 'string' && HOLDING.has(key)) {
+        return () => {
+          throw new NotShareableError('method', key)
+        }
+      }
+      return Reflect.get(target, key)
+    },
+  })
 }
 
 function watched(real: AnySql, seen: Seen): AnySql {

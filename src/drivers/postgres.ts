@@ -209,6 +209,7 @@ async function openConnection(
 
   return {
     client: session.sql,
+    sharedClient: session.shared,
     backendPid,
     lazy,
     get direct() {

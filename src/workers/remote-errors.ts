@@ -14,6 +14,7 @@ import {
   ConnectError,
   ConnectionLostError,
   CrossRequestError,
+  NotShareableError,
   HostNotFoundError,
   InvalidOptionError,
   TlsError,
@@ -107,6 +108,8 @@ const rebuild: Record<WarmconnErrorCode, (wire: WireError) => WarmconnError> = {
   WARMCONN_CALL_TIMEOUT: (w) => new CallTimeoutError(w.timeoutMs ?? 0, ''),
   WARMCONN_CLOSED: () => new ClosedError(),
   WARMCONN_CROSS_REQUEST: () => new CrossRequestError(),
+  // The message says which kind it was; the class is what callers switch on.
+  WARMCONN_NOT_SHAREABLE: (w) => Object.assign(new NotShareableError('session'), { message: w.message }),
 }
 
 // Subclasses that share their parent's code, told apart by name.

@@ -1,0 +1,104 @@
+/**
+ * `npm run bench:concurrency [-- --quick]`: many concurrent callers in one process (Lambda
+ * Managed Instances, Vercel Fluid, a Node server) on an equal connection budget (2), each making
+ * one-statement idempotent reads back to back, at simulated round trips of 0, 4 and 20 ms (the
+ * latency proxy). Per point: calls/s (median of the rounds) and p99 call latency, for raw
+ * postgres.js (`max: 2`, which pipelines), warmconn's exclusive `run` and pipelined `shared`,
+ * pg.Pool and warmPool. Targets (issue 19) are printed as ratios measured in the same run.
+ */
+import pg from 'pg'
+import postgres from 'postgres'
+import { Holder } from '../src/index.js'
+import { postgresDriver } from '../src/drivers/postgres.js'
+import { warmPool } from '../src/drivers/pg.js'
+import { startPostgres } from '../test/harness/pg.js'
+import { startProxy } from '../test/harness/proxy.js'
+
+const quick = process.argv.includes('--quick')
+const CONNECTIONS = 2
+const callers = quick ? [1, 64] : [1, 16, 64]
+const rtts = quick ? [0, 4] : [0, 4, 20]
+const rounds = quick ? 3 : 5
+const perCaller = (c: number, rtt: number) => Math.max(5, Math.round((c === 1 ? 200 : 20) / Math.max(1, rtt / 4)))
+const quiet = { onnotice: () => {} }
+
+type Read = (n: number) => Promise<unknown>
+interface Subject { name: string; setup(url: string): Promise<{ read: Read; close(): Promise<void> }> }
+
+const subjects: Subject[] = [
+  { name: 'raw postgres.js (max 2)', async setup(url) {
+    const sql = postgres(url, { max: CONNECTIONS, fetch_types: false, ...quiet })
+    return { read: (n) => sql`select ${n}::int as n`, close: () => sql.end({ timeout: 1 }) }
+  } },
+  { name: 'warmconn run (exclusive)', async setup(url) {
+    const h = new Holder(postgresDriver(url, quiet), { maxConnections: CONNECTIONS, acquireTimeoutMs: 60_000 })
+    return { read: (n) => h.run((sql) => sql`select ${n}::int as n`, { idempotent: true }), close: () => h.close() }
+  } },
+  { name: 'warmconn shared (pipelined)', async setup(url) {
+    const h = new Holder(postgresDriver(url, quiet), { maxConnections: CONNECTIONS, acquireTimeoutMs: 60_000 })
+    return { read: (n) => h.shared((sql) => sql`select ${n}::int as n`, { idempotent: true }), close: () => h.close() }
+  } },
+  { name: 'pg.Pool (max 2)', async setup(url) {
+    const pool = new pg.Pool({ connectionString: url, max: CONNECTIONS })
+    return { read: (n) => pool.query('select $1::int as n', [n]), close: () => pool.end() }
+  } },
+  { name: 'warmPool', async setup(url) {
+    const pool = warmPool(url, { maxConnections: CONNECTIONS, acquireTimeoutMs: 60_000, idempotent: () => true })
+    return { read: (n) => pool.query('select $1::int as n', [n]), close: () => pool.end() }
+  } },
+]
+
+const db = await startPostgres()
+const proxy = await startProxy({ host: db.host, port: db.port })
+const rows: Array<{ subject: string; callers: number; rtt: number; perSecond: number; p50: number; p99: number }> = []
+try {
+  for (const rtt of rtts) {
+    proxy.setLatencyMs(rtt)
+    const url = db.urlFor({ port: proxy.port })
+    for (const c of callers) {
+      for (const subject of subjects) {
+        const { read, close } = await subject.setup(url)
+        await Promise.all(Array.from({ length: CONNECTIONS * 2 }, (_, i) => read(i))) // warm: connects, prepares
+        const rates: number[] = []
+        const latencies: number[] = []
+        for (let r = 0; r < rounds; r++) {
+          const each = perCaller(c, rtt)
+          const started = performance.now()
+          await Promise.all(Array.from({ length: c }, async (_, i) => {
+            for (let k = 0; k < each; k++) {
+              const t = performance.now()
+              await read(i * 1000 + k)
+              latencies.push(performance.now() - t)
+            }
+          }))
+          rates.push((c * each) / ((performance.now() - started) / 1000))
+        }
+        await close()
+        latencies.sort((a, b) => a - b)
+        rates.sort((a, b) => a - b)
+        rows.push({ subject: subject.name, callers: c, rtt, perSecond: rates[Math.floor(rates.length / 2)]!, p50: latencies[Math.floor(latencies.length / 2)]!, p99: latencies[Math.floor(latencies.length * 0.99)]! })
+        console.error(`${rtt} ms, ${c} callers, ${subject.name}: ${Math.round(rows.at(-1)!.perSecond)} calls/s`)
+      }
+    }
+  }
+} finally {
+  await proxy.close()
+  await db.stop()
+}
+
+const find = (s: string, c: number, rtt: number) => rows.find((r) => r.subject === s && r.callers === c && r.rtt === rtt)!
+console.log(`\nConcurrency (${quick ? 'quick, ' : ''}${CONNECTIONS} connections each; calls/s is the median of ${rounds} rounds; p50/p99 per call in ms)\n`)
+console.log('| round trip | callers | subject | calls/s | p50 | p99 |')
+console.log('|---|---|---|---|---|---|')
+for (const r of rows) console.log(`| ${r.rtt} ms | ${r.callers} | ${r.subject} | ${Math.round(r.perSecond)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} |`)
+console.log('\nTargets (issue 19), ratios in this run:')
+for (const rtt of rtts) for (const c of callers) {
+  const raw = find('raw postgres.js (max 2)', c, rtt)
+  const shared = find('warmconn shared (pipelined)', c, rtt)
+  console.log(`- ${rtt} ms, ${c} callers: shared ${(shared.perSecond / raw.perSecond).toFixed(2)}x raw postgres.js throughput (target >= 0.90)${c === 1 ? `, p50 ${(shared.p50 / raw.p50).toFixed(2)}x (target <= 1.05)` : ''}`)
+}
+for (const rtt of rtts) for (const c of callers.filter((x) => x > 1)) {
+  const pool = find('pg.Pool (max 2)', c, rtt)
+  const warm = find('warmPool', c, rtt)
+  console.log(`- ${rtt} ms, ${c} callers: warmPool ${(warm.perSecond / pool.perSecond).toFixed(2)}x pg.Pool throughput (target at 64 callers, 4 ms: >= 3)`)
+}
