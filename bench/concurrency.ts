@@ -10,7 +10,7 @@ import pg from 'pg'
 import postgres from 'postgres'
 import { Holder } from '../src/index.js'
 import { postgresDriver } from '../src/drivers/postgres.js'
-import { warmPool } from '../src/drivers/pg.js'
+import { pgDriver, warmPool } from '../src/drivers/pg.js'
 import { startPostgres } from '../test/harness/pg.js'
 import { startProxy } from '../test/harness/proxy.js'
 
@@ -37,6 +37,10 @@ const subjects: Subject[] = [
   { name: 'warmconn shared (pipelined)', async setup(url) {
     const h = new Holder(postgresDriver(url, quiet), { maxConnections: CONNECTIONS, acquireTimeoutMs: 60_000 })
     return { read: (n) => h.shared((sql) => sql`select ${n}::int as n`, { idempotent: true }), close: () => h.close() }
+  } },
+  { name: 'warmconn pg shared (pipelined)', async setup(url) {
+    const h = new Holder(pgDriver(url), { maxConnections: CONNECTIONS, acquireTimeoutMs: 60_000 })
+    return { read: (n) => h.shared((client) => client.query('select $1::int as n', [n]), { idempotent: true }), close: () => h.close() }
   } },
   { name: 'pg.Pool (max 2)', async setup(url) {
     const pool = new pg.Pool({ connectionString: url, max: CONNECTIONS })

@@ -88,6 +88,12 @@ export interface DriverConnection<C> {
    * call has the connection to itself.
    */
   readonly sharedClient?: C
+  /**
+   * Optional: told when the connection starts (true) and stops (false) carrying shared calls, so
+   * the driver can switch its client into and out of pipelining (node-postgres's `pipeline`).
+   * Called only while nothing is in flight on the connection.
+   */
+  share?(on: boolean): void
   /** One cheap round trip. The holder bounds it with `pingTimeoutMs`. */
   ping(): Promise<void>
   /**

@@ -164,7 +164,7 @@ export class NotShareableError extends WarmconnError {
     super(
       'WARMCONN_NOT_SHAREABLE',
       what === 'method'
-        ? `sql.${name}() holds the connection across statements, which a shared call cannot: use run((sql) => ...) instead`
+        ? `${name} holds the connection across statements, which a shared call cannot: use run((sql) => ...) instead`
         : what === 'transaction'
           ? 'A shared call cannot open or end a transaction: its connection runs other callers\' statements at the same time. Use run((sql) => sql.begin(...)) instead'
           : 'A shared call cannot change its session (SET, SET ROLE, set_config(..., false), a session lock, a temp table, LISTEN, PREPARE): ' +

@@ -825,6 +825,7 @@ export class Holder<C> {
     if (slot.state !== 'SHARED') return undefined
     if (slot.sharers > 0) return void this.#callEnded(slot)
     slot.state = 'ALLOCATED'
+    if (this.#depth(slot) > 1) slot.conn!.share?.(false)
     return this.#giveBack(slot)
   }
 
@@ -856,6 +857,7 @@ export class Holder<C> {
     if (slot.state === 'SHARED') return this.#sharedHeld(slot)
     slot.state = 'SHARED'
     slot.sharers = 1
+    if (this.#depth(slot) > 1) slot.conn!.share?.(true)
     const held = this.#sharedHeld(slot)
     this.#shareOut(slot)
     return held

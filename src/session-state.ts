@@ -11,6 +11,8 @@
  * @module
  */
 
+import { nextTxState } from './classify.js'
+
 /** The option: reset after a call that may have changed the session, after every call, or never. */
 export type SessionResetMode = 'changed' | 'always' | 'never'
 
@@ -107,3 +109,13 @@ export const RESET_SESSION_SQL = [
 
 /** The reset, after ending a transaction the caller left open or aborted (never committed). */
 export const ROLLBACK_AND_RESET_SQL = `rollback; ${RESET_SESSION_SQL}`
+
+/**
+ * Whether `text` may run on a connection whose statements are pipelined with other callers'
+ * (holder.shared): it neither opens nor ends a transaction nor changes the session.
+ * @example shareable('select * from users where id = $1') // true
+ * @example shareable('begin') // false
+ */
+export function shareable(text: string): boolean {
+  return !nextTxState(false, text) && nextTxState(true, text) && !changesSession(text)
+}

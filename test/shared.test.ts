@@ -6,6 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CallTimeoutError, ConnectionLostError, Holder, InvalidOptionError, NotShareableError, type HolderOptions } from '../src/index.js'
 import { postgresDriver, type Sql } from '../src/drivers/postgres.js'
+import { pgDriver } from '../src/drivers/pg.js'
+import type pg from 'pg'
 import { startPostgres, type TestPg } from './harness/pg.js'
 import { startProxy, type FaultProxy } from './harness/proxy.js'
 import { appName, eventually, sleep } from './helpers/core.js'
@@ -158,5 +160,50 @@ describe('faults under pipelining', () => {
     const logged = await db.statements({ applicationName: name, since: mark })
     expect(logged.filter((s) => s === 'select 1')).toHaveLength(1)
     expect(holder.stats().revalidated).toBe(1)
+  })
+})
+
+describe('node-postgres (pipeline mode while shared)', () => {
+  const pgHolders: Array<Holder<pg.Client>> = []
+  afterAll(async () => {
+    await Promise.all(pgHolders.map((h) => h.close({ timeoutMs: 500 })))
+  })
+  function makePg(options: HolderOptions = {}) {
+    const name = appName('shared-pg')
+    const holder = new Holder(pgDriver(db.urlFor({ port: proxy.port })), { applicationName: name, ...options })
+    pgHolders.push(holder)
+    return { holder, name }
+  }
+
+  it('64 concurrent shared queries on 2 connections are pipelined: fewer flights than statements, 2 backends', async () => {
+    const { holder, name } = makePg({ maxConnections: 2 })
+    await holder.shared((c) => c.query('select 1 as warm'))
+    const before = proxy.flights()
+    const results = await Promise.all(Array.from({ length: 64 }, (_, i) => holder.shared((c) => c.query('select $1::int as n, pg_backend_pid() as pid', [i]))))
+    const flights = proxy.flights() - before
+    expect(results.map((r) => r.rows[0].n)).toEqual(Array.from({ length: 64 }, (_, i) => i))
+    expect(new Set(results.map((r) => r.rows[0].pid)).size).toBeLessThanOrEqual(2)
+    expect((await db.backends(name)).length).toBeLessThanOrEqual(2)
+    expect(flights).toBeLessThan(32)
+  })
+
+  it('a session or transaction statement is refused before it is sent; the Client leaves pipeline mode for an exclusive run', async () => {
+    const { holder, name } = makePg({ maxConnections: 1 })
+    await holder.shared((c) => c.query('select 1 as warm'))
+    const mark = await db.mark()
+    for (const text of ['set search_path = other', 'begin', "select set_config('app.tenant', 'x', false)"]) {
+      await expect(holder.shared((c) => c.query(text))).rejects.toBeInstanceOf(NotShareableError)
+    }
+    expect(await db.statements({ applicationName: name, since: mark })).toEqual([])
+    // A transaction with several statements in run: the same connection, no longer pipelining.
+    const rows = await holder.run(async (c) => {
+      expect((c as unknown as { pipeline: boolean }).pipeline).toBe(false)
+      await c.query('begin')
+      const r = await c.query('select 1 as one')
+      await c.query('commit')
+      return r.rows
+    })
+    expect(rows).toEqual([{ one: 1 }])
+    expect(holder.stats()).toMatchObject({ opened: 1 })
   })
 })

@@ -6,11 +6,12 @@
  * @module
  */
 import type { Classified, DriverConnection, OpenOptions } from '../driver.js'
-import { classifyError, errorCode } from '../classify.js'
+import { classifyError, errorCode, nextTxState } from '../classify.js'
 import { withTimeout } from '../timer.js'
 import { isServerPid } from '../pooler.js'
 import { refusedIdleTimeout, sessionIdleTimeout } from '../server-idle.js'
-import { changesSession, RESET_SESSION_SQL, ROLLBACK_AND_RESET_SQL } from '../session-state.js'
+import { changesSession, RESET_SESSION_SQL, ROLLBACK_AND_RESET_SQL, shareable } from '../session-state.js'
+import { NotShareableError } from '../errors.js'
 
 /** The parts of a node-postgres-style Client this file uses (pg.Client and neon's Client both have them). */
 export interface NodePgClient {
@@ -150,6 +151,10 @@ export async function openClient<C extends NodePgClient>(client: C, o: OpenOptio
     return (query as (...args: unknown[]) => unknown).apply(this, [config, ...rest])
   }
   con.on('parameterStatus', () => void (resetting || (changed = true)))
+  // node-postgres 8.23+ pipelines when `pipeline` is set (neon's fork has no such mode): shared
+  // calls then get a guarded view of the Client, and the Client pipelines only while shared.
+  const pipelined = typeof (client as { pipeline?: unknown }).pipeline === 'boolean'
+  const sharedClient = pipelined ? guardedClient(client) : undefined
   const direct = o.pooled === false || (o.pooled !== true && !hooks.pooledHost && isServerPid(backendPid))
   return {
     client,
@@ -166,6 +171,12 @@ export async function openClient<C extends NodePgClient>(client: C, o: OpenOptio
         probing = { resolve, reject }
         con.sync()
       }),
+    ...(sharedClient ? {
+      sharedClient,
+      share(on: boolean) {
+        ;(client as { pipeline?: boolean }).pipeline = on
+      },
+    } : {}),
     inTransaction: () => txStatus !== 'I',
     sessionChanged: () => changed,
     async resetSession(rollbackFirst) {
@@ -192,6 +203,26 @@ export async function openClient<C extends NodePgClient>(client: C, o: OpenOptio
       void client.end().catch(() => {})
     },
   }
+}
+
+/**
+ * The Client as shared calls get it: `query` refuses, before sending, a statement that would open
+ * or end a transaction or change the session (its text, session-state.ts), and anything whose
+ * text cannot be read (a cursor, a stream: they hold a portal, which pipelining cannot carry).
+ */
+function guardedClient<C extends NodePgClient>(client: C): C {
+  return new Proxy(client, {
+    get(target, key) {
+      if (key !== 'query') return Reflect.get(target, key)
+      return (config: unknown, ...rest: unknown[]): unknown => {
+        const text = typeof config === 'string' ? config : (config as { text?: unknown; submit?: unknown } | null | undefined)?.text
+        const submittable = typeof (config as { submit?: unknown } | null | undefined)?.submit === 'function'
+        if (typeof text !== 'string' || submittable) throw new NotShareableError('method', 'A cursor or a stream')
+        if (!shareable(text)) throw new NotShareableError(nextTxState(false, text) || !nextTxState(true, text) ? 'transaction' : 'session')
+        return (target.query as (...args: unknown[]) => unknown).apply(target, [config, ...rest])
+      }
+    },
+  })
 }
 
 /** A driver's own reading of errors node-postgres does not raise (neon's WebSocket failures). */

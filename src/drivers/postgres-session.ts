@@ -111,7 +111,7 @@ function guarded(real: AnySql): AnySql {
       if (key === 'unsafe') return unsafe
       if (typeof key === 'string' && HOLDING.has(key)) {
         return () => {
-          throw new NotShareableError('method', key)
+          throw new NotShareableError('method', `sql.${key}()`)
         }
       }
       return Reflect.get(target, key)
