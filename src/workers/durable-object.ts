@@ -8,6 +8,7 @@
  * instance surviving: a new instance simply connects again.
  * @module
  */
+import { shareable } from '../session-state.js'
 import { DurableObject } from 'cloudflare:workers'
 import type { Holder, HolderStats, RunOptions } from '../holder.js'
 import type { Sql } from '../drivers/postgres.js'
@@ -55,11 +56,18 @@ export class WarmconnDurableObject<Env extends WarmconnEnv = WarmconnEnv> extend
     return { url: this.env.DATABASE_URL, options: optionsFromEnv(this.env, { allow: workerEnvNames }) }
   }
 
-  /** Runs one statement; rows come back as plain objects with `count` and `command`. */
+  /**
+   * Runs one statement; rows come back as plain objects with `count` and `command`. Concurrent
+   * requests' statements are pipelined on the object's connection (holder.shared); one that
+   * opens a transaction or changes the session gets the connection to itself (and a reset after).
+   */
   query(text: string, params: unknown[] = [], options: QueryOptions = {}): Promise<Reply<QueryResult>> {
     return this.#serve(
       () => checkQuery(text, params, options),
-      async (holder) => toQueryResult(await holder.run((sql) => sql.unsafe(text, params as never[]), runOptions(options))),
+      async (holder) => {
+        const one = (sql: Sql) => sql.unsafe(text, params as never[])
+        return toQueryResult(await (shareable(text) ? holder.shared(one, runOptions(options)) : holder.run(one, runOptions(options))))
+      },
     )
   }
 
