@@ -124,11 +124,16 @@ export class ConnectionLostError extends WarmconnError {
  */
 export class CallTimeoutError extends ConnectionLostError {
   readonly timeoutMs: number
-  constructor(timeoutMs: number, target: string) {
+  /** `invocation`: cut off at the invocation's deadline (Lambda's timeout), before callTimeoutMs. */
+  constructor(timeoutMs: number, target: string, invocation = false) {
     super(
-      `The call to ${target} did not finish within ${timeoutMs} ms (callTimeoutMs); its connection was destroyed, ` +
-        `so the work may or may not have taken effect. Raise callTimeoutMs (or pass { timeoutMs } to run) for slower ` +
-        `statements, and set statement_timeout to stop them on the server too`,
+      invocation
+        ? `The call to ${target} was still running at the invocation's deadline (the function timeout); its connection was ` +
+            `destroyed, so the work may or may not have taken effect. Raise the function timeout, or set statement_timeout ` +
+            `to stop slow statements on the server`
+        : `The call to ${target} did not finish within ${timeoutMs} ms (callTimeoutMs); its connection was destroyed, ` +
+            `so the work may or may not have taken effect. Raise callTimeoutMs (or pass { timeoutMs } to run) for slower ` +
+            `statements, and set statement_timeout to stop them on the server too`,
       'WARMCONN_CALL_TIMEOUT',
       undefined,
       'WARMCONN_CALL_TIMEOUT',

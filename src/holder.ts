@@ -12,6 +12,7 @@
 import type { Classified, Driver, DriverConnection } from './driver.js'
 import { AcquireTimeoutError, CallTimeoutError, ClosedError, CrossRequestError, InvalidOptionError, WarmconnError, lostError, type ConnectError } from './errors.js'
 import { CallDeadlines } from './call-deadlines.js'
+import { ambientDeadline } from './call-scope.js'
 import { attemptTimeoutMs, openOnce, retryDelay } from './connect-policy.js'
 import { Emitter, type HolderEventName, type Listener } from './events.js'
 import { cleanupFor, resetSession, rollBack } from './hygiene.js'
@@ -148,13 +149,15 @@ export class Holder<C> {
         if (err instanceof CallTimeout) {
           // Already destroyed (#timeOut). Treated as a lost connection: replayed once only if
           // idempotent, because the work may have run, or may still be running, on the server.
-          if (attempt === 1 && idempotent && !this.#closed) {
+          // Not past the invocation's own deadline, though: a replay there could only time out.
+          const until = ambientDeadline()
+          if (attempt === 1 && idempotent && !this.#closed && (until === undefined || until > Date.now())) {
             this.#counts.replays++
             this.#events.emit('replay', { code: 'WARMCONN_CALL_TIMEOUT', idempotent: true })
             continue
           }
           this.#counts.failures++
-          throw new CallTimeoutError(timeoutMs, this.#driver.target)
+          throw new CallTimeoutError(timeoutMs, this.#driver.target, until !== undefined && until <= Date.now() + 5)
         }
         const seen = this.#classify(err)
         if (!slot.proven && CONNECT_FAILURES.has(seen.kind)) {
@@ -796,7 +799,10 @@ export class Holder<C> {
   #within<T>(held: Held<C>, fn: (client: C) => Promise<T> | T, timeoutMs: number): Promise<T> {
     const { slot, call } = held
     return new Promise<T>((resolve, reject) => {
-      const boundMs = slot.proven ? timeoutMs : timeoutMs + this.options.connectTimeoutMs
+      let boundMs = slot.proven ? timeoutMs : timeoutMs + this.options.connectTimeoutMs
+      // The invocation's own deadline (call-scope.ts), when a runtime adapter gives one.
+      const until = ambientDeadline()
+      if (until !== undefined) boundMs = Math.max(1, Math.min(boundMs, until - Date.now()))
       const cutOff = () => reject(new CallTimeout())
       if (call) this.#sharedCalls.start(call, boundMs, cutOff)
       else this.#calls.start(slot, boundMs, cutOff)

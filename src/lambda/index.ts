@@ -4,9 +4,17 @@
  * starts, the event-loop flag, SIGTERM at shutdown, and not holding up the end of an invocation.
  * @module
  */
+import { AsyncLocalStorage } from 'node:async_hooks'
 import type { Callback, Context } from 'aws-lambda'
+import { provideDeadline } from '../call-scope.js'
 import { InvalidOptionError } from '../errors.js'
 import { closeAll } from '../registry.js'
+
+// Each invocation's deadline, for the calls it starts (call-scope.ts). On Lambda Managed
+// Instances up to 64 invocations run at once in one module scope, and Lambda does not stop one
+// at its timeout: its calls must end there by themselves.
+const invocation = new AsyncLocalStorage<number>()
+provideDeadline(() => invocation.getStore())
 
 export type AsyncHandler<E, R> = (event: E, context: Context) => Promise<R>
 export type CallbackHandler<E, R> = (event: E, context: Context, callback: Callback<R>) => void
@@ -57,10 +65,12 @@ export function withWarmconn<E, R>(
     // event loop before it answers a callback-style handler.
     if (context && typeof context === 'object') context.callbackWaitsForEmptyEventLoop = false
     coldStart = invocations++ === 0 && coldStart
+    const remainingMs = typeof context?.getRemainingTimeInMillis === 'function' ? context.getRemainingTimeInMillis() : undefined
+    const run = (): Promise<R> => handler.length >= 3
+      ? callbackToPromise(handler as CallbackHandler<E, R>, event, context)
+      : (handler as AsyncHandler<E, R>)(event, context)
     try {
-      return handler.length >= 3
-        ? await callbackToPromise(handler as CallbackHandler<E, R>, event, context)
-        : await (handler as AsyncHandler<E, R>)(event, context)
+      return Number.isFinite(remainingMs) && remainingMs! > 0 ? await invocation.run(Date.now() + remainingMs!, run) : await run()
     } finally {
       coldStart = false
     }
