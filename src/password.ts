@@ -118,22 +118,23 @@ export class PasswordSource {
 
   /**
    * The driver's reading `seen` of an error, amended: an auth failure of a connect whose password
-   * came from the function, not itself fetched after a refusal, is retried at once (`retryNow`),
-   * after telling the function's cache to drop that password. A second refusal is final.
+   * came from the function, not itself fetched after a refusal, is retried at once (`retryNow`).
+   * Either way the function's cache is told to drop that password. A second refusal is final.
    */
   classify(err: unknown, conn: unknown, seen: Classified): Classified {
     if (seen.kind !== 'auth') return seen
     const grant = this.#grantOf(err) ?? this.#grantOf(conn)
     if (!grant) return seen
     if (grant.decided) return grant.decided
-    if (grant.retry) {
-      grant.decided = { ...seen, hint: `a fresh password from the password function (${this.#option}) was refused too; ${AUTH_HINT}` }
-      return grant.decided
-    }
+    // Whatever follows, a refused password must not be served again from a cache.
     try {
       this.#fn.invalidate?.(grant.password)
     } catch {
-      // A cache that cannot drop it still gets asked again; the second refusal is final anyway.
+      // A cache that cannot drop it is still asked again; a second refusal is final anyway.
+    }
+    if (grant.retry) {
+      grant.decided = { ...seen, hint: `a fresh password from the password function (${this.#option}) was refused too; ${AUTH_HINT}` }
+      return grant.decided
     }
     this.#owed++
     this.#owedAt = Date.now()
