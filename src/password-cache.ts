@@ -59,11 +59,15 @@ export function cachedPassword(fetch: () => string | Promise<string>, options: C
     inFlight = fetching
     return fetching
   }
-  return Object.assign(get, {
+  const password: PasswordFunction = Object.assign(get, {
     invalidate(refused: string) {
       if (cached?.value === refused) cached = undefined
     },
   })
+  // Shared holders are keyed by their options, a function by its text (registry.ts): every cache
+  // has the same text, so it names what it wraps. Configurable: the aws helpers name theirs.
+  const name = `cachedPassword(${String(fetch)}, ${lifetimeMs}, ${refreshBeforeExpiryMs})`
+  return Object.defineProperty(password, 'toString', { value: () => name, configurable: true, enumerable: false })
 }
 
 function checkMs(option: string, value: unknown, min: number): asserts value is number {

@@ -13,7 +13,7 @@ import {
 } from '../src/index.js'
 import { postgresDriver, warmPostgres } from '../src/drivers/postgres.js'
 import { pgDriver, warmPg, warmPool } from '../src/drivers/pg.js'
-import { neonDriver, warmNeon } from '../src/drivers/neon.js'
+import { neonDriver, warmNeon, warmPool as warmNeonPool } from '../src/drivers/neon.js'
 import { withRequestScope } from '../src/workers/request-scope.js'
 import { hyperdriveScope } from '../src/workers/hyperdrive.js'
 import { rdsIamPassword, dsqlPassword } from '../src/aws/index.js'
@@ -225,7 +225,7 @@ describe.each(ways.slice(0, 2))('$name: TLS with a password function', (way) => 
 })
 
 describe('every way in takes a password function', () => {
-  it('warmPostgres, warmPg, warmPool, warmNeon, withRequestScope, hyperdriveScope: each session runs as the rotating role', async () => {
+  it('warmPostgres, warmPg, warmPool (pg and neon), warmNeon, withRequestScope, hyperdriveScope: each session runs as the rotating role', async () => {
     const password = () => current
     const url = urlOf(ROLE)
     const users: string[] = []
@@ -233,12 +233,13 @@ describe('every way in takes a password function', () => {
     users.push((await warmPg(url, { pg: { password } }).run((c) => c.query('select current_user as u'))).rows[0].u)
     users.push((await warmPool(url, { pg: { password } }).query('select current_user as u')).rows[0].u)
     users.push((await warmNeon(url, { neon: relay.neonConfig(), password }).run((c) => c.query('select current_user as u'))).rows[0].u)
+    users.push((await warmNeonPool(url, { neon: relay.neonConfig(), password }).query('select current_user as u')).rows[0].u)
     const closing: Array<Promise<unknown>> = []
     const ctx = { waitUntil: (p: Promise<unknown>) => void closing.push(p) }
     users.push(await withRequestScope(ctx, { url, options: { postgres: { password, onnotice: () => {} } } }, async (db) => (await db.run((sql) => sql`select current_user as u`))[0]!.u))
     users.push(await withRequestScope(ctx, hyperdriveScope({ connectionString: url }, { postgres: { password, onnotice: () => {} } }), async (db) => (await db.run((sql) => sql`select current_user as u`))[0]!.u))
     await Promise.all(closing)
-    expect(users).toEqual(Array(6).fill(ROLE))
+    expect(users).toEqual(Array(7).fill(ROLE))
   })
 
   it('refuses a password function beside a password in the URL, and a password that is neither string nor function', () => {

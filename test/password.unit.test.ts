@@ -81,6 +81,15 @@ describe('cachedPassword', () => {
     expect(f.calls()).toBe(2)
   })
 
+  it('names what it wraps, so two caches of different fetches never share a holder (holders are keyed by function text)', () => {
+    const a = cachedPassword(() => 'from-a', { lifetimeMs: 1_000 })
+    const b = cachedPassword(() => 'from-b', { lifetimeMs: 1_000 })
+    expect(String(a)).not.toBe(String(b))
+    const rds = (username: string) => rdsIamPassword({ hostname: 'h', port: 5432, username, credentials: { accessKeyId: 'AKID', secretAccessKey: 'never-in-a-key' } })
+    expect(String(rds('alice'))).not.toBe(String(rds('bob')))
+    expect(String(rds('alice'))).not.toContain('never-in-a-key')
+  })
+
   it('checks its options, naming the one at fault', () => {
     expect(() => cachedPassword('x' as never, { lifetimeMs: 1 })).toThrow(InvalidOptionError)
     expect(() => cachedPassword(() => 'x', { lifetimeMs: 0 })).toThrow(/lifetimeMs/)

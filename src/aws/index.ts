@@ -160,5 +160,5 @@ function defined<T extends Record<string, unknown>>(values: T): { [K in keyof T]
  */
 function described(fn: PasswordFunction, helper: string, what: Record<string, unknown>): PasswordFunction {
   const name = `${helper}(${JSON.stringify(what)})`
-  return Object.defineProperty(fn, 'toString', { value: () => name, enumerable: false })
+  return Object.defineProperty(fn, 'toString', { value: () => name, configurable: true, enumerable: false })
 }

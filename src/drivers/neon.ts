@@ -41,6 +41,8 @@ export interface NeonClientOptions {
 
 export interface WarmNeonPoolOptions extends WarmPoolOptions {
   neon?: NeonConfigOverrides
+  /** As for warmNeon: a password apart from the URL, or a function asked once per new connection. */
+  password?: string | PasswordFunction
 }
 
 export { type PoolQuery, type PooledClient, type WarmPoolOptions } from '../pool.js'
@@ -85,15 +87,15 @@ export function warmNeon(url: string | undefined, options: WarmNeonOptions = {})
  */
 export function warmPool(url: string | undefined, options: WarmNeonPoolOptions = {}): WarmNeonPool {
   const { idempotent, rest } = poolOptions(options, CONNECTION_SETTINGS)
-  const { neon = {}, ...holderOptions } = rest
-  const driver = neonDriver(url, neon)
-  const holder = neonHolder(driver, url, neon, holderOptions, { api: 'pool', idempotent })
+  const { neon = {}, password, ...holderOptions } = rest
+  const driver = neonDriver(url, neon, { password })
+  const holder = neonHolder(driver, url, neon, holderOptions, { api: 'pool', idempotent, ...(password === undefined ? {} : { password }) })
   // The facade implements the Pool's public surface (and is instanceof neon's Pool); see pool.ts.
   return sharedPool(holder, Pool, { idempotent, secrets: driver.secrets }) as unknown as WarmNeonPool
 }
 
 const CONNECTION_SETTINGS = Object.fromEntries(
-  ['host', 'port', 'user', 'password', 'database', 'ssl', 'statement_timeout'].map((key) => [key, 'put it in the URL']),
+  ['host', 'port', 'user', 'database', 'ssl', 'statement_timeout'].map((key) => [key, 'put it in the URL']),
 )
 
 function neonHolder(driver: Driver<Client>, url: string | undefined, neon: NeonConfigOverrides, holderOptions: HolderOptions, api: Record<string, unknown>): Holder<Client> {
