@@ -66,6 +66,12 @@ describe('Durable Object with a password function', () => {
     expect(refused.error).toMatchObject({ name: 'AuthError', code: 'WARMCONN_AUTH_FAILED', sqlState: '28P01' })
     expect(refused.error.message).toMatch(/a fresh password from the password function \(postgres\.password\) was refused too/i)
     expect((await post('/asked')).asked).toBe(4)
+    // The store fails, its error quoting the last password it gave: redacted in the object's reply.
+    const last = passwords.at(-2)!
+    await post('/set', { password: last, failing: true })
+    const down = await post('/query')
+    expect(down.error).toMatchObject({ name: 'ConnectError', code: 'WARMCONN_CONNECT_FAILED', causeCode: 'PASSWORD_FUNCTION_FAILED' })
+    expect(down.error.message).toMatch(/the password function \(postgres\.password\) failed: could not renew \*\*\*/)
     const everything = [...replies, w.output()].join('\n')
     for (const p of passwords) expect(everything.includes(p)).toBe(false)
   }, 60_000)
