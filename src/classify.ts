@@ -18,6 +18,8 @@ const TLS = new Set([
 const TRANSIENT = new Set([
   '53300', '53400', '57P03', '08001', '08004', 'ECONNREFUSED', 'EAI_AGAIN', 'EHOSTUNREACH',
   'ENETUNREACH', 'CONNECT_TIMEOUT',
+  // A password function that failed or stayed silent (password.ts): asked again next attempt.
+  'PASSWORD_FUNCTION_FAILED', 'PASSWORD_FUNCTION_TIMEOUT',
 ])
 // The connection died; whatever was in flight may or may not have reached the server.
 const CONNECTION = new Set([

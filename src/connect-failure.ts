@@ -28,12 +28,11 @@ export interface ConnectFailure {
 export function connectFailure({ seen, detail, where, cause, attempts, gaveUp }: ConnectFailure): WarmconnError {
   const code = seen.code
   if (seen.kind === 'auth') {
-    return new AuthError(
-      `Authentication failed for ${where}: the server refused these credentials (${code ?? 'no code'}; not retried, a retry cannot fix a password). ` +
-        `Check the user name and password in the connection URL: ${detail}`,
-      code,
-      cause,
-    )
+    // A password from a function was fetched anew once after a first refusal: say so, and what to check.
+    const why = seen.hint
+      ? `(${code ?? 'no code'}). ${cap(seen.hint)}`
+      : `(${code ?? 'no code'}; not retried, a retry cannot fix a password). Check the user name and password in the connection URL`
+    return new AuthError(`Authentication failed for ${where}: the server refused these credentials ${why}: ${detail}`, code, cause)
   }
   if (seen.kind === 'config') {
     if (code === 'ENOTFOUND') {
@@ -75,6 +74,8 @@ export function connectFailure({ seen, detail, where, cause, attempts, gaveUp }:
   )
 }
 
+const cap = (s: string): string => s.charAt(0).toUpperCase() + s.slice(1)
+
 // What each retried failure means, in the words of someone looking for the fix.
 const REFUSED = 'the connection was refused: nothing accepts connections at that host and port (is the server running, is the port right?)'
 const CONNECT_WORDS: Record<string, string> = {
@@ -89,4 +90,8 @@ const CONNECT_WORDS: Record<string, string> = {
   '53300': 'the server has no connection slots left (53300 too many connections): lower maxConnections, keep idleTimeoutMs short, or put a pooler in front',
   '53400': 'the server refused the connection for a configured limit (53400)',
   '57P03': 'the server is starting up, shutting down or in recovery (57P03)',
+  // A password function (password.ts): asked again for each attempt.
+  PASSWORD_FUNCTION_FAILED: 'the password function failed each time it was asked',
+  PASSWORD_FUNCTION_TIMEOUT: 'the password function did not return within connectTimeoutMs',
+  PASSWORD_FUNCTION_UNUSABLE: 'the password function cannot give a password (not retried)',
 }

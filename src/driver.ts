@@ -31,6 +31,8 @@ export interface Classified {
    * `DEALLOCATE p`), not one of the driver's: a 26000 then says nothing about a pooler.
    */
   sqlLevel?: boolean
+  /** For a connect that fails for good: what to check, in place of the usual advice (a refused password from a function). */
+  hint?: string
 }
 
 export interface OpenOptions {
@@ -131,7 +133,10 @@ export interface DriverConnection<C> {
 export interface Driver<C> {
   /** Short name for messages: `postgres`, `neon`. */
   readonly name: string
-  /** Strings that must never be printed: passwords. */
+  /**
+   * Strings that must never be printed: passwords. Read it each time output is built, never
+   * copy it: a driver whose password comes from a function appends each one it is given.
+   */
   readonly secrets: readonly string[]
   /** The target without credentials, e.g. `app@db.example.com:5432/shop`, for messages. */
   readonly target: string
@@ -141,5 +146,10 @@ export interface Driver<C> {
    */
   readonly namedStatements?: boolean
   open(options: OpenOptions): Promise<DriverConnection<C>>
-  classify(err: unknown): Classified
+  /**
+   * What `err` means for the lifecycle. `conn`, when given, is the connection it came from (a
+   * lazy connection whose first statement carried a failed handshake), so a driver can tell
+   * which connect it was.
+   */
+  classify(err: unknown, conn?: DriverConnection<C>): Classified
 }

@@ -193,7 +193,9 @@ export class ClosedError extends WarmconnError {
  */
 export function redact(text: string, secrets: readonly string[]): string {
   let out = text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/@\s]*:)[^@\s]*@/gi, '$1***@')
-  for (const secret of secrets) {
+  // Longest first: a token's signature is also listed on its own, and replacing it first would
+  // leave the rest of the token unmatched, and printed.
+  for (const secret of [...secrets].sort((a, b) => b.length - a.length)) {
     if (secret.length >= 1) out = out.split(secret).join('***')
   }
   return out

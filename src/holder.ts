@@ -159,7 +159,7 @@ export class Holder<C> {
           this.#counts.failures++
           throw new CallTimeoutError(timeoutMs, this.#driver.target, until !== undefined && until <= Date.now() + 5)
         }
-        const seen = this.#classify(err)
+        const seen = this.#classify(err, slot.conn)
         if (!slot.proven && CONNECT_FAILURES.has(seen.kind)) {
           // fn's first statement carried the handshake (a lazy connect) and the handshake failed:
           // a failed connect attempt, under the connect policy, with nothing sent. fn runs again
@@ -573,8 +573,9 @@ export class Holder<C> {
   }
 
   /** The driver's reading of an error a call ended with, noting once what it reveals about the setup. */
-  #classify(err: unknown): Classified {
-    const seen = this.#driver.classify(err)
+  #classify(err: unknown, conn: DriverConnection<C> | undefined): Classified {
+    // The connection tells the driver which connect a failed lazy handshake belonged to.
+    const seen = this.#driver.classify(err, conn)
     if (seen.code === '26000' && this.#driver.namedStatements && !seen.sqlLevel) this.#warn(preparedStatementWarning(this.#driver.target))
     return seen
   }

@@ -18,6 +18,8 @@ import { sharedHolder, stableKey } from '../registry.js'
 import { parseConnectionUrl, safeDecode, secretsOf } from '../url.js'
 import { classifyClientError, openClient, startupOptions, type Target } from './pg-client.js'
 import { looksLikePooler } from '../pooler.js'
+import { checkPassword, PasswordSource, type PasswordFunction } from '../password.js'
+import { secretList } from '../secret-list.js'
 
 /** The settings neon accepts per Client: wsProxy, webSocketConstructor, useSecureWebSocket... */
 export type NeonConfigOverrides = Partial<NeonConfigGlobalAndClient>
@@ -25,10 +27,22 @@ export type NeonConfigOverrides = Partial<NeonConfigGlobalAndClient>
 export interface WarmNeonOptions extends HolderOptions {
   /** Applied to each Client this holder opens; the global `neonConfig` supplies the rest. */
   neon?: NeonConfigOverrides
+  /**
+   * The password, when it is not in the URL: a function is asked once for each new connection
+   * (an IAM token, a rotating secret; see password.ts), a string is used as is.
+   */
+  password?: string | PasswordFunction
+}
+
+/** What neonDriver takes besides the neonConfig settings. */
+export interface NeonClientOptions {
+  password?: string | PasswordFunction
 }
 
 export interface WarmNeonPoolOptions extends WarmPoolOptions {
   neon?: NeonConfigOverrides
+  /** As for warmNeon: a password apart from the URL, or a function asked once per new connection. */
+  password?: string | PasswordFunction
 }
 
 export { type PoolQuery, type PooledClient, type WarmPoolOptions } from '../pool.js'
@@ -60,8 +74,8 @@ const WS_ERROR = 'WS_ERROR'
  * export const handler = () => db.run((client) => client.query('select now()'))
  */
 export function warmNeon(url: string | undefined, options: WarmNeonOptions = {}): Holder<Client> {
-  const { neon = {}, ...holderOptions } = options ?? {}
-  return neonHolder(neonDriver(url, neon), url, neon, holderOptions, {})
+  const { neon = {}, password, ...holderOptions } = options ?? {}
+  return neonHolder(neonDriver(url, neon, { password }), url, neon, holderOptions, password === undefined ? {} : { password })
 }
 
 /**
@@ -73,15 +87,15 @@ export function warmNeon(url: string | undefined, options: WarmNeonOptions = {})
  */
 export function warmPool(url: string | undefined, options: WarmNeonPoolOptions = {}): WarmNeonPool {
   const { idempotent, rest } = poolOptions(options, CONNECTION_SETTINGS)
-  const { neon = {}, ...holderOptions } = rest
-  const driver = neonDriver(url, neon)
-  const holder = neonHolder(driver, url, neon, holderOptions, { api: 'pool', idempotent })
+  const { neon = {}, password, ...holderOptions } = rest
+  const driver = neonDriver(url, neon, { password })
+  const holder = neonHolder(driver, url, neon, holderOptions, { api: 'pool', idempotent, ...(password === undefined ? {} : { password }) })
   // The facade implements the Pool's public surface (and is instanceof neon's Pool); see pool.ts.
   return sharedPool(holder, Pool, { idempotent, secrets: driver.secrets }) as unknown as WarmNeonPool
 }
 
 const CONNECTION_SETTINGS = Object.fromEntries(
-  ['host', 'port', 'user', 'password', 'database', 'ssl', 'statement_timeout'].map((key) => [key, 'put it in the URL']),
+  ['host', 'port', 'user', 'database', 'ssl', 'statement_timeout'].map((key) => [key, 'put it in the URL']),
 )
 
 function neonHolder(driver: Driver<Client>, url: string | undefined, neon: NeonConfigOverrides, holderOptions: HolderOptions, api: Record<string, unknown>): Holder<Client> {
@@ -91,7 +105,7 @@ function neonHolder(driver: Driver<Client>, url: string | undefined, neon: NeonC
 }
 
 /** The driver alone, for building a holder by hand: `new Holder(neonDriver(url, { wsProxy }), options)`. */
-export function neonDriver(url: string | undefined, neon: NeonConfigOverrides = {}): Driver<Client> {
+export function neonDriver(url: string | undefined, neon: NeonConfigOverrides = {}, client: NeonClientOptions = {}): Driver<Client> {
   const parsed = parseConnectionUrl(url)
   if (neon === null || typeof neon !== 'object') throw new InvalidOptionError('neon', 'expected an object of neonConfig settings')
   for (const key of Object.keys(neon)) {
@@ -103,21 +117,33 @@ export function neonDriver(url: string | undefined, neon: NeonConfigOverrides = 
   if (!neon.webSocketConstructor && !neonConfig.webSocketConstructor && typeof globalThis.WebSocket !== 'function') {
     throw new InvalidOptionError('neon.webSocketConstructor', 'this runtime has no global WebSocket (Node < 22): pass one, e.g. WebSocket from "ws"')
   }
+  const { password } = client ?? {}
+  checkPassword('password', password)
+  if (password !== undefined && parsed.password !== '') {
+    throw new InvalidOptionError('password', 'the URL has a password already; leave it out of the URL when you pass one apart')
+  }
   const user = safeDecode(parsed.username)
   const database = safeDecode(parsed.pathname.slice(1))
   const target = { host: parsed.hostname, port: Number(parsed.port || 5432) }
+  const secrets = secretList(secretsOf(parsed, typeof password === 'string' ? password : undefined))
+  const source = typeof password === 'function' ? new PasswordSource(password, 'password', secrets) : undefined
   return {
     name: 'neon',
-    secrets: secretsOf(parsed),
+    secrets: secrets.all,
     target: `${user || '(default user)'}@${parsed.hostname}:${parsed.port || 5432}/${database || '(default database)'}`,
-    open: (options) => openConnection(url!, neon, options, target),
-    classify: (err): Classified => classifyClientError(err, { codeOf: wsCode, classify: ownCode }, target),
+    open: (options) => (source ? source.open(options, (o, pw) => openConnection(url!, neon, o, target, pw)) : openConnection(url!, neon, options, target, password as string | undefined)),
+    classify: (err, conn): Classified => {
+      const seen = classifyClientError(err, { codeOf: wsCode, classify: ownCode }, target)
+      return source ? source.classify(err, conn, seen) : seen
+    },
   }
 }
 
-function openConnection(url: string, neon: NeonConfigOverrides, o: OpenOptions, target: Target): Promise<DriverConnection<Client>> {
+function openConnection(url: string, neon: NeonConfigOverrides, o: OpenOptions, target: Target, password: string | undefined): Promise<DriverConnection<Client>> {
   const options = startupOptions(undefined, o, target)
   const client = new Client({ connectionString: url, application_name: o.applicationName, ...(options ? { options } : {}) })
+  // As in pg.ts: the parsed URL's missing password would win over one in the config.
+  if (password !== undefined) client.password = password
   Object.assign(client.neonConfig, neon) // the Client's own socket: per-instance settings
   // Any byte from the server: a failure before it tells "PostgreSQL never answered" (retry) from
   // PostgreSQL refusing, which comes with its own SQLSTATE.

@@ -14,6 +14,8 @@ import { sharedHolder, stableKey } from '../registry.js'
 import { parseConnectionUrl, safeDecode, secretsOf, tlsDefault } from '../url.js'
 import { classifyClientError, openClient, startupOptions, type Target } from './pg-client.js'
 import { looksLikePooler } from '../pooler.js'
+import { checkPassword, PasswordSource, type PasswordFunction } from '../password.js'
+import { secretList } from '../secret-list.js'
 
 export { type PoolQuery, type PooledClient, type WarmPoolOptions } from '../pool.js'
 
@@ -104,9 +106,7 @@ export function pgDriver(url: string | undefined, pgOptions: PgOptions = {}): Dr
   if (password !== undefined && parsed.password !== '') {
     throw new InvalidOptionError('pg.password', 'the URL has a password already (node-postgres would use the URL\'s)')
   }
-  if (password !== undefined && typeof password !== 'string' && typeof password !== 'function') {
-    throw new InvalidOptionError('pg.password', 'expected a string or a function returning one')
-  }
+  checkPassword('pg.password', password)
   const user = safeDecode(parsed.username)
   const database = safeDecode(parsed.pathname.slice(1))
   // node-postgres reads PGSSLMODE when nothing else says; that counts as the caller deciding.
@@ -115,12 +115,18 @@ export function pgDriver(url: string | undefined, pgOptions: PgOptions = {}): Dr
   // node-postgres checks the certificate against the host it connected to, IP addresses included.
   const config: pg.ClientConfig = tls ? { ...pgOptions, ssl: true } : { ...pgOptions }
   const target = { host: parsed.hostname, port: Number(parsed.port || 5432) }
+  const secrets = secretList(secretsOf(parsed, typeof password === 'string' ? password : undefined))
+  // A function is asked by warmconn for each new connection (password.ts), not by node-postgres.
+  const source = typeof password === 'function' ? new PasswordSource(password as PasswordFunction, 'pg.password', secrets) : undefined
   return {
     name: 'pg',
-    secrets: secretsOf(parsed, typeof password === 'string' ? password : undefined),
+    secrets: secrets.all,
     target: `${user || '(default user)'}@${parsed.hostname}:${parsed.port || 5432}/${database || '(default database)'}`,
-    open: (options) => openConnection(url!, config, options, target),
-    classify: (err): Classified => classifyClientError(err, {}, target),
+    open: (options) => (source ? source.open(options, (o, pw) => openConnection(url!, { ...config, password: pw }, o, target)) : openConnection(url!, config, options, target)),
+    classify: (err, conn): Classified => {
+      const seen = classifyClientError(err, {}, target)
+      return source ? source.classify(err, conn, seen) : seen
+    },
   }
 }
 

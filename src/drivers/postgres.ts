@@ -17,6 +17,8 @@ import { watchSession, type BuiltQuery } from './postgres-session.js'
 import { isServerPid, looksLikePooler } from '../pooler.js'
 import { refusedIdleTimeout, sessionIdleTimeout } from '../server-idle.js'
 import { RESET_SESSION_SQL, ROLLBACK_AND_RESET_SQL } from '../session-state.js'
+import { checkPassword, PasswordSource, type PasswordFunction } from '../password.js'
+import { secretList } from '../secret-list.js'
 
 export type Sql = postgres.Sql<Record<string, never>>
 export type PostgresOptions = postgres.Options<Record<string, never>>
@@ -57,7 +59,13 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
   for (const [key, instead] of Object.entries(OWNED)) {
     if (key in pgOptions) throw new InvalidOptionError(`postgres.${key}`, `warmconn manages this; use the "${instead}" option instead`)
   }
-  const secrets = secretsOf(parsed, ...[pgOptions.password, pgOptions.pass].filter((p): p is string => typeof p === 'string'))
+  const given = pgOptions.password ?? pgOptions.pass
+  checkPassword(pgOptions.password === undefined ? 'postgres.pass' : 'postgres.password', given)
+  if (typeof given === 'function' && parsed.password !== '') {
+    throw new InvalidOptionError('postgres.password', 'the URL has a password already; leave it out of the URL when a function gives it')
+  }
+  const secrets = secretList(secretsOf(parsed, ...[pgOptions.password, pgOptions.pass].filter((p): p is string => typeof p === 'string')))
+  const source = typeof given === 'function' ? new PasswordSource(given as PasswordFunction, 'postgres.password', secrets) : undefined
   const user = pgOptions.user ?? pgOptions.username ?? safeDecode(parsed.username)
   const host = pgOptions.host ?? parsed.hostname
   const port = pgOptions.port ?? (parsed.port || 5432)
@@ -72,17 +80,21 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
     server: pgOptions.fetch_types === false ? undefined : JSON.stringify([host, port, database]),
     before: pgOptions.fetch_types === true,
   }
+  const open = (o: OpenOptions, pgOpts: PostgresOptions): Promise<DriverConnection<Sql>> =>
+    openConnection(url!, pgOpts, o, arrays, pooledHost, sessionIdleTimeout(o.serverIdleTimeoutMs, o.pooled, firstHost, Number(port)))
   return {
     name: 'postgres',
-    secrets,
+    secrets: secrets.all,
     target: `${user || '(default user)'}@${host}:${port}/${database || '(default database)'}`,
     // postgres.js names its prepared statements unless told not to (prepare: false).
     namedStatements: pgOptions.prepare !== false,
-    open: (options) => openConnection(url!, connectOptions, options, arrays, pooledHost, sessionIdleTimeout(options.serverIdleTimeoutMs, options.pooled, firstHost, Number(port))),
-    classify: (err): Classified =>
-      refusedIdleTimeout(err, firstHost, Number(port))
+    open: (options) => (source ? source.open(options, (o, password) => open(o, { ...withoutPassword(connectOptions), pass: password })) : open(options, connectOptions)),
+    classify: (err, conn): Classified => {
+      const seen: Classified = refusedIdleTimeout(err, firstHost, Number(port))
         ? { kind: 'transient', code: 'STARTUP_PARAMETER_REFUSED', notSent: true, retryNow: true }
-        : sqlLevelStatement(classifyError(err, errorCode(err)), err),
+        : sqlLevelStatement(classifyError(err, errorCode(err)), err)
+      return source ? source.classify(err, conn, seen) : seen
+    },
   }
 }
 
@@ -262,6 +274,12 @@ function sqlLevelStatement(seen: Classified, err: unknown): Classified {
   if (seen.code !== '26000') return seen
   const query = (err as { query?: unknown } | null)?.query
   return typeof query === 'string' && /^\s*(execute|deallocate)\b/i.test(query) ? { ...seen, sqlLevel: true } : seen
+}
+
+/** The options with the caller's password function taken out: postgres.js is given each attempt's string instead. */
+function withoutPassword(pgOptions: PostgresOptions): PostgresOptions {
+  const { password: _password, pass: _pass, ...rest } = pgOptions
+  return rest
 }
 
 function pidOf(query: BuiltQuery | undefined): number | undefined {
