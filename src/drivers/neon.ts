@@ -16,7 +16,7 @@ import type { HolderOptions } from '../options.js'
 import { poolOptions, sharedPool, type WarmPoolOptions } from '../pool.js'
 import { sharedHolder, stableKey } from '../registry.js'
 import { parseConnectionUrl, safeDecode, secretsOf } from '../url.js'
-import { classifyClientError, openClient, startupOptions, type Target } from './pg-client.js'
+import { classifyClientError, openClient, startupOptions, type RefSocket, type Target } from './pg-client.js'
 import { looksLikePooler } from '../pooler.js'
 
 /** The settings neon accepts per Client: wsProxy, webSocketConstructor, useSecureWebSocket... */
@@ -126,6 +126,9 @@ function openConnection(url: string, neon: NeonConfigOverrides, o: OpenOptions, 
   return openClient(client, o, {
     failedOpen: (err) => (heard || errorCode(err) !== undefined ? err : unreachable(err)),
     pooledHost: looksLikePooler(target.host, target.port),
+    // neon's socket is a WebSocket; the `ws` package keeps the TCP socket under it as `_socket`.
+    // A platform WebSocket (Node 22+, Deno, Bun, workerd) offers no unref: nothing to do there.
+    socket: (c) => (c.connection as unknown as { stream?: { ws?: { _socket?: RefSocket } } }).stream?.ws?._socket,
   })
 }
 
