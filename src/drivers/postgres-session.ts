@@ -31,6 +31,8 @@ export interface Session {
    * pid. null once read, so no later query (and its rows) is kept alive by it.
    */
   first: BuiltQuery | undefined | null
+  /** A statement has been made on the instance (its connect has begun): a reserve needs no opener. */
+  started: boolean
 }
 
 // Whether a tagged template's text names a transaction word (most never do), per call site.
@@ -40,11 +42,15 @@ export function watchSession(real: AnySql): Session {
   const seen = (text: string): void => {
     session.inTransaction = nextTxState(session.inTransaction, text)
   }
-  const session: Session = { sql: watched(real, seen, (q) => void (session.first === undefined && (session.first = q))), inTransaction: false, first: undefined }
+  const made = (q: BuiltQuery): void => {
+    session.started = true
+    if (session.first === undefined) session.first = q
+  }
+  const session: Session = { sql: watched(real, seen, made, () => session.started), inTransaction: false, first: undefined, started: false }
   return session
 }
 
-function watched(real: AnySql, seen: (text: string) => void, made: (q: BuiltQuery) => void): AnySql {
+function watched(real: AnySql, seen: (text: string) => void, made: (q: BuiltQuery) => void, started: () => boolean): AnySql {
   const unsafe = (text: string, ...rest: unknown[]): unknown => {
     if (typeof text === 'string') seen(text)
     const q = (real.unsafe as (...args: unknown[]) => BuiltQuery)(text, ...rest)
@@ -57,7 +63,19 @@ function watched(real: AnySql, seen: (text: string) => void, made: (q: BuiltQuer
     made(q)
     return q
   }
-  const reserve = async (): Promise<unknown> => watched((await real.reserve()) as unknown as AnySql, seen, made)
+  // postgres.js 3.4.9 with fetch_types off never hands over a reserve that started the
+  // instance's connect. So a statement made first carries the connect (a lazy connection's
+  // handshake, whose failure is then the call's), and the reserve takes the open connection.
+  // One round trip more, on the first statement of a new connection only.
+  const reserve = async (): Promise<unknown> => {
+    if (!started()) {
+      const opener = real`select 1`
+      made(opener as unknown as BuiltQuery)
+      await opener
+    }
+    const reserved = await real.reserve()
+    return watched(reserved as unknown as AnySql, seen, made, () => true)
+  }
   return new Proxy(real, {
     apply(target, thisArg, args: unknown[]) {
       const strings = args[0] as TemplateStringsArray | undefined

@@ -190,10 +190,12 @@ async function openConnection(
     // (postgres.js 3.4.9), and a failed one stays queued and reconnects later, leaking a socket.
     try {
       if (arrays.before && needsLookup()) {
+        session.started = true
         await lookUpArrays()
         backendPid = pidOf(lookup)
       } else {
         const opener = real`select 1`
+        session.started = true
         await opener
         backendPid = pidOf(opener as unknown as BuiltQuery)
       }
