@@ -27,6 +27,7 @@ export const envOptionNames = {
   WARMCONN_APPLICATION_NAME: 'applicationName',
   WARMCONN_POOLED: 'pooled',
   WARMCONN_SERVER_IDLE_CLOSE: 'serverIdleClose',
+  WARMCONN_ALLOW_EXIT_ON_IDLE: 'allowExitOnIdle',
 } as const satisfies Record<string, keyof HolderOptions>
 
 export interface EnvOptions {
@@ -71,7 +72,7 @@ export function optionsFromEnv(env: Record<string, unknown>, { allow = [] }: Env
     }
     if (raw === '') continue
     const option = envOptionNames[name as keyof typeof envOptionNames]
-    out[option] = option === 'applicationName' ? String(raw) : option === 'pooled' || option === 'serverIdleClose' ? yesOrNo(name, raw) : wholeNumber(name, raw)
+    out[option] = option === 'applicationName' ? String(raw) : option === 'pooled' || option === 'serverIdleClose' || option === 'allowExitOnIdle' ? yesOrNo(name, raw) : wholeNumber(name, raw)
   }
   return out as HolderOptions
 }

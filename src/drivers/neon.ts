@@ -7,13 +7,13 @@
  * each other. Nothing here is Node-only: in workerd the global WebSocket is used.
  * @module
  */
-import { Client, Pool, neonConfig, type NeonConfigGlobalAndClient, type QueryConfig, type QueryResult, type QueryResultRow } from '@neondatabase/serverless'
+import { Client, Pool, neonConfig, type NeonConfigGlobalAndClient, type PoolConfig, type QueryConfig, type QueryResult, type QueryResultRow } from '@neondatabase/serverless'
 import type { Classified, Driver, DriverConnection, OpenOptions } from '../driver.js'
 import { errorCode } from '../classify.js'
 import { InvalidOptionError } from '../errors.js'
 import { Holder } from '../holder.js'
 import type { HolderOptions } from '../options.js'
-import { poolOptions, sharedPool, type WarmPoolOptions } from '../pool.js'
+import { POOL_MAX_CONNECTIONS, poolOptions, sharedPool, type WarmPoolOptions } from '../pool.js'
 import { sharedHolder, stableKey } from '../registry.js'
 import { parseConnectionUrl, safeDecode, secretsOf } from '../url.js'
 import { classifyClientError, openClient, startupOptions, type RefSocket, type Target } from './pg-client.js'
@@ -30,6 +30,9 @@ export interface WarmNeonOptions extends HolderOptions {
 export interface WarmNeonPoolOptions extends WarmPoolOptions {
   neon?: NeonConfigOverrides
 }
+
+/** What warmPool takes: pg.Pool's config (connection settings, pool options), warmconn's options beside it. */
+export type WarmNeonPoolConfig = Omit<PoolConfig, 'Client' | 'log' | 'query_timeout'> & WarmNeonPoolOptions
 
 export { type PoolQuery, type PooledClient, type WarmPoolOptions } from '../pool.js'
 
@@ -71,18 +74,32 @@ export function warmNeon(url: string | undefined, options: WarmNeonOptions = {})
  * import { drizzle } from 'drizzle-orm/node-postgres'
  * const db = drizzle(warmPool(process.env.DATABASE_URL, { neon: { webSocketConstructor: WebSocket } }))
  */
-export function warmPool(url: string | undefined, options: WarmNeonPoolOptions = {}): WarmNeonPool {
-  const { idempotent, rest } = poolOptions(options, CONNECTION_SETTINGS)
-  const { neon = {}, ...holderOptions } = rest
+export function warmPool(config?: WarmNeonPoolConfig): WarmNeonPool
+export function warmPool(url: string | undefined, options?: WarmNeonPoolConfig): WarmNeonPool
+export function warmPool(first?: string | WarmNeonPoolConfig, second?: WarmNeonPoolConfig): WarmNeonPool {
+  const { url: given, rest, client, facade, idempotent } = poolOptions(first, second)
+  const { neon = {}, ...holderOptions } = rest as { neon?: NeonConfigOverrides } & HolderOptions
+  const url = withPassword(given, client)
   const driver = neonDriver(url, neon)
-  const holder = neonHolder(driver, url, neon, holderOptions, { api: 'pool', idempotent })
+  const withDefaults: HolderOptions = { maxConnections: POOL_MAX_CONNECTIONS, ...holderOptions }
+  const holder = neonHolder(driver, url, neon, withDefaults, { api: 'pool', idempotent, facade })
   // The facade implements the Pool's public surface (and is instanceof neon's Pool); see pool.ts.
-  return sharedPool(holder, Pool, { idempotent, secrets: driver.secrets }) as unknown as WarmNeonPool
+  return sharedPool(holder, Pool, { idempotent, secrets: driver.secrets, facade }) as unknown as WarmNeonPool
 }
 
-const CONNECTION_SETTINGS = Object.fromEntries(
-  ['host', 'port', 'user', 'password', 'database', 'ssl', 'statement_timeout'].map((key) => [key, 'put it in the URL']),
-)
+/** pg.Pool's Client options that neon's driver here honours: only the password, which goes into the URL. */
+function withPassword(url: string | undefined, client: Record<string, unknown>): string | undefined {
+  for (const key of Object.keys(client)) {
+    if (key !== 'password') throw new InvalidOptionError(key, 'a pg.Client option warmconn/neon does not pass on: put it in the URL (e.g. ?options=-c%20statement_timeout%3D5000), or use warmconn/pg')
+  }
+  const { password } = client
+  if (password === undefined || url === undefined) return url
+  if (typeof password !== 'string') throw new InvalidOptionError('password', 'warmconn/neon takes the password as a string (in the URL or here); a function is supported by warmconn/pg')
+  const parsed = parseConnectionUrl(url)
+  if (parsed.password !== '') throw new InvalidOptionError('password', 'the URL has a password already')
+  parsed.password = encodeURIComponent(password)
+  return parsed.toString()
+}
 
 function neonHolder(driver: Driver<Client>, url: string | undefined, neon: NeonConfigOverrides, holderOptions: HolderOptions, api: Record<string, unknown>): Holder<Client> {
   const { hostname, port } = new URL(url!)
