@@ -419,7 +419,9 @@ function poolClass(LibraryPool: abstract new (...args: never[]) => object): new 
         client.on('error', (err: unknown) => {
           if (this.#busy.has(client) || this.listenerCount('error') === 0) return
           const safe = this.#safe(err)
-          if (safe && typeof safe === 'object') (safe as { client?: unknown }).client = client
+          // A getter, not a value: a logger that prints the error (util.inspect, even showHidden)
+          // shows "[Getter]", never the Client and the password it keeps.
+          if (safe && typeof safe === 'object') Object.defineProperty(safe, 'client', { get: () => client, enumerable: false, configurable: true })
           this.emit('error', safe, client)
         })
         client.on('end', () => this.emit('remove', client))

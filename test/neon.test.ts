@@ -285,7 +285,7 @@ describe('warmPool over neon', () => {
     expect(await notes('neon-pool-tx')).toBe(0)
     expect((await pg.backends(name)).map((b) => b.state)).toEqual(['idle'])
     expect(pool.holder.stats()).toMatchObject({ opened: 1, failures: 0 })
-    expect(() => warmPool(pg.url, { max: 2 } as never)).toThrow(/maxConnections/)
+    expect(() => warmPool(pg.url, { max: 2, maxConnections: 3, neon: relay.neonConfig() })).toThrow(/maxConnections/)
     await pool.end()
     expect(await pg.backends(name)).toEqual([])
   })
