@@ -223,7 +223,7 @@ describe.each(KINDS)('%s, given the same config', (_kind, make) => {
 
   it('onConnect runs once per new client before it is handed out; one that fails fails the checkout and closes the client', async () => {
     const seen: unknown[] = []
-    const { pool: p } = pool({ onConnect: async (client: pg.PoolClient) => void seen.push(await client.query("set search_path to pg_catalog")) } as pg.PoolConfig)
+    const { pool: p } = pool({ onConnect: async (client: pg.ClientBase) => void seen.push(await client.query("set search_path to pg_catalog")) } as pg.PoolConfig)
     const { rows } = await p.query<{ s: string }>("select current_setting('search_path') as s")
     expect(rows).toEqual([{ s: 'pg_catalog' }])
     await p.query('select 1')
