@@ -88,3 +88,12 @@ describe.runIf(bun.bin !== undefined)(`${bun.label}: an idle warm connection doe
     expect(exit, exit.stderr).toMatchObject({ code: 0, events: [] })
   })
 })
+
+const deno = runtime('deno')
+describe.runIf(deno.bin !== undefined)(`${deno.label}: an idle warm connection does not keep the process alive`, () => {
+  it.each(['postgres', 'pg', 'pool'] as const)('%s: the process ends with its connection still warm', async (driver) => {
+    const applicationName = appName(`exit-deno-${driver}`)
+    const exit = await runChild([deno.bin!, ['run', '-A', '--sloppy-imports', CHILD]], driver, { applicationName, idleTimeoutMs: 60_000 })
+    expect(exit, exit.stderr).toMatchObject({ code: 0, events: [] })
+  })
+})
