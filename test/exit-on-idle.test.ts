@@ -96,4 +96,9 @@ describe.runIf(deno.bin !== undefined)(`${deno.label}: an idle warm connection d
     const exit = await runChild([deno.bin!, ['run', '-A', '--sloppy-imports', CHILD]], driver, { applicationName, idleTimeoutMs: 60_000 })
     expect(exit, exit.stderr).toMatchObject({ code: 0, events: [] })
   })
+
+  it('allowExitOnIdle: false keeps it until the idle close (so the exit above is the unref, not Deno)', async () => {
+    const exit = await runChild([deno.bin!, ['run', '-A', '--sloppy-imports', CHILD]], 'postgres', { applicationName: appName('stay-deno'), idleTimeoutMs: 1_500, allowExitOnIdle: false })
+    expect(exit, exit.stderr).toMatchObject({ code: 0, events: ['closeIdle'] })
+  })
 })
