@@ -12,7 +12,7 @@ const options = JSON.parse(process.env.WC_TEST_OPTIONS ?? '{}') as Record<string
 const relayPort = process.env.WC_RELAY_PORT
 const neon = {
   webSocketConstructor: WebSocket,
-  wsProxy: (host: string, port: number) => `127.0.0.1:${relayPort}/v1?address=${host}:${port}`,
+  wsProxy: (host: string, port: string | number) => `127.0.0.1:${relayPort}/v1?address=${host}:${port}`,
   useSecureWebSocket: false,
   pipelineTLS: false,
   pipelineConnect: false,
