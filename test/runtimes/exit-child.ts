@@ -15,7 +15,7 @@ const neon = {
   wsProxy: (host: string, port: string | number) => `127.0.0.1:${relayPort}/v1?address=${host}:${port}`,
   useSecureWebSocket: false,
   pipelineTLS: false,
-  pipelineConnect: false,
+  pipelineConnect: false as const,
 }
 
 const events: string[] = []
