@@ -286,6 +286,12 @@ describe('warmPool over neon', () => {
     expect((await pg.backends(name)).map((b) => b.state)).toEqual(['idle'])
     expect(pool.holder.stats()).toMatchObject({ opened: 1, failures: 0 })
     expect(() => warmPool(pg.url, { max: 2, maxConnections: 3, neon: relay.neonConfig() })).toThrow(/maxConnections/)
+    // pg.Pool's config as written: connection fields and a password outside the URL.
+    const parsed = new URL(pg.url)
+    const fromFields = warmPool({ host: parsed.hostname, port: Number(parsed.port), user: 'postgres', database: 'postgres', password: pg.password, max: 2, application_name: `${name}-fields`, neon: relay.neonConfig() })
+    expect(fromFields.options.max).toBe(2)
+    expect((await fromFields.query('select current_user as u')).rows).toEqual([{ u: 'postgres' }])
+    await fromFields.end()
     await pool.end()
     expect(await pg.backends(name)).toEqual([])
   })

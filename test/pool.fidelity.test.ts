@@ -233,6 +233,16 @@ describe.each(KINDS)('%s, given the same config', (_kind, make) => {
     await expect(failing.query('select 1')).rejects.toThrow('hook failed')
     expect(await eventually(async () => failing.totalCount === 0 && (await db.backends(name)).length === 0)).toBe(true)
   })
+
+  it('verify(client, done) runs on each new client; one that reports an error fails that checkout', async () => {
+    const verified: number[] = []
+    const { pool: p } = pool({ verify: (client: pg.ClientBase, done: (err?: Error) => void) => void pidOf(client as pg.PoolClient).then((n) => (verified.push(n), done()), done) } as pg.PoolConfig)
+    const pid = await pidOf(p)
+    await pidOf(p)
+    expect(verified).toEqual([pid])
+    const { pool: refusing } = pool({ verify: (_c: pg.ClientBase, done: (err?: Error) => void) => done(new Error('not this one')) } as pg.PoolConfig)
+    await expect(refusing.connect()).rejects.toThrow('not this one')
+  })
 })
 
 describe("warmPool's own differences, each for a reason (see the README's table)", () => {
