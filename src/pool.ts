@@ -2,7 +2,10 @@
  * A pg.Pool-shaped facade over a holder, for libraries that take a pool (Drizzle, Kysely, Prisma,
  * Vercel's attachDatabasePool). It only translates: `query` is `holder.run` (one statement, so
  * a connection that died before anything was sent is retried), `connect()` is `holder.lease`,
- * the counts are `holder.stats()`. The lifecycle stays in holder.ts.
+ * the counts are `holder.stats()`. The lifecycle stays in holder.ts; pg.Pool's config is read in
+ * pool-config.ts, and errors get the driver's code in pool-errors.ts. What pg-pool does that a
+ * user can tell (end() draining, a double release throwing, its counts, events and messages)
+ * is kept here, except warmconn's deliberate differences listed in the README.
  * @module
  */
 import { AcquireTimeoutError, ClosedError, InvalidOptionError, safeCause } from './errors.js'
