@@ -305,6 +305,19 @@ describe("warmPool's own differences, each for a reason (see the README's table)
     expect(await pidOf(p)).not.toBe(before)
   })
 
+  it("a 'connect' or 'acquire' listener that throws fails that checkout or query with its exception (pg-pool: an uncaught exception); the connection stays usable", async () => {
+    const { p } = make()
+    const thrower = () => {
+      throw new Error('listener failed')
+    }
+    p.once('acquire', thrower)
+    await expect(p.query('select 1')).rejects.toThrow('listener failed')
+    p.once('acquire', thrower)
+    await expect(p.connect()).rejects.toThrow('listener failed')
+    expect((await p.query('select 6 as n')).rows).toEqual([{ n: 6 }])
+    expect(p.holder.stats()).toMatchObject({ opened: 1, inUse: 0 })
+  })
+
   it('one pool per config: warmPool(config) again, in a warm invocation, is the same pool', () => {
     const config = { connectionString: db.urlFor({ port: proxy.port }), application_name: appName('fid-same'), max: 4 }
     const a = warmPool(config)
