@@ -209,6 +209,18 @@ describe.each(KINDS)('%s, given the same config', (_kind, make) => {
     expect((await p.query('select 5 as n')).rows).toEqual([{ n: 5 }])
   })
 
+  it('maxLifetimeSeconds: a client out past its lifetime counts in expiredCount, and is closed when released', async () => {
+    const { pool: p } = pool({ maxLifetimeSeconds: 1 })
+    const client = await p.connect()
+    const pid = await pidOf(client)
+    expect(p.expiredCount).toBe(0)
+    await sleep(1_100)
+    expect(p.expiredCount).toBe(1)
+    client.release()
+    expect(await eventually(async () => p.totalCount === 0)).toBe(true)
+    expect(await pidOf(p)).not.toBe(pid)
+  })
+
   it('maxUses: a client is replaced after that many checkouts', async () => {
     const { pool: p } = pool({ maxUses: 2 })
     const pids = []
