@@ -86,7 +86,7 @@ const CONNECT_WORDS: Record<string, string> = {
   EAI_AGAIN: 'the host name could not be resolved (a temporary DNS failure, EAI_AGAIN): no server was reached',
   EHOSTUNREACH: 'no network route to the host (EHOSTUNREACH)',
   ENETUNREACH: 'the network is unreachable (ENETUNREACH)',
-  CONNECT_TIMEOUT: 'no answer within connectTimeoutMs: a firewall or security group dropping the packets, or the wrong host',
+  CONNECT_TIMEOUT: 'connect timeout, no answer within connectTimeoutMs: a firewall or security group dropping the packets, or the wrong host',
   '53300': 'the server has no connection slots left (53300 too many connections): lower maxConnections, keep idleTimeoutMs short, or put a pooler in front',
   '53400': 'the server refused the connection for a configured limit (53400)',
   '57P03': 'the server is starting up, shutting down or in recovery (57P03)',

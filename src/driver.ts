@@ -96,6 +96,12 @@ export interface DriverConnection<C> {
    * Called only while nothing is in flight on the connection.
    */
   share?(on: boolean): void
+  /**
+   * Optional: `idle(true)` when the connection goes idle in the holder, `idle(false)` when it is
+   * taken out again (allowExitOnIdle). An idle socket then does not keep the process alive
+   * (Node's unref); `close()` and `destroy()` ref it again, so a close that is awaited completes.
+   */
+  idle?(idle: boolean): void
   /** One cheap round trip. The holder bounds it with `pingTimeoutMs`. */
   ping(): Promise<void>
   /**

@@ -29,6 +29,7 @@ export const envOptionNames = {
   WARMCONN_POOLED: 'pooled',
   WARMCONN_SERVER_IDLE_CLOSE: 'serverIdleClose',
   WARMCONN_SESSION_RESET: 'sessionReset',
+  WARMCONN_ALLOW_EXIT_ON_IDLE: 'allowExitOnIdle',
 } as const satisfies Record<string, keyof HolderOptions>
 
 export interface EnvOptions {
@@ -74,7 +75,7 @@ export function optionsFromEnv(env: Record<string, unknown>, { allow = [] }: Env
     if (raw === '') continue
     const option = envOptionNames[name as keyof typeof envOptionNames]
     // sessionReset's value is checked with the other options (resolveOptions names the choices).
-    out[option] = option === 'applicationName' ? String(raw) : option === 'sessionReset' ? String(raw).trim() : option === 'pooled' || option === 'serverIdleClose' ? yesOrNo(name, raw) : wholeNumber(name, raw)
+    out[option] = option === 'applicationName' ? String(raw) : option === 'sessionReset' ? String(raw).trim() : option === 'pooled' || option === 'serverIdleClose' || option === 'allowExitOnIdle' ? yesOrNo(name, raw) : wholeNumber(name, raw)
   }
   return out as HolderOptions
 }

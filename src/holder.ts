@@ -250,8 +250,16 @@ export class Holder<C> {
   /** Counters since creation and gauges now. Contains no connection string and no password. */
   stats(): HolderStats {
     let inUse = 0
-    for (const slot of this.#slots) if (slot.state === 'ALLOCATED' || slot.state === 'VALIDATING' || slot.state === 'SHARED') inUse++
-    return { ...this.#counts, open: this.#slots.size, inUse, waiting: this.#waiters.length }
+    let idle = 0
+    let expired = 0
+    const now = Date.now()
+    for (const slot of this.#slots) {
+      if (slot.state === 'ALLOCATED' || slot.state === 'VALIDATING' || slot.state === 'SHARED') {
+        inUse++
+        if (slot.expiresAt > 0 && now >= slot.expiresAt) expired++
+      } else if (slot.state === 'IDLE') idle++
+    }
+    return { ...this.#counts, open: this.#slots.size, inUse, waiting: this.#waiters.length, idle, expired }
   }
 
   /** Subscribes to a lifecycle event; returns the function that unsubscribes. */
@@ -388,7 +396,10 @@ export class Holder<C> {
     for (const slot of this.#slots) {
       if (slot.state === 'IDLE' && (!best || slot.lastUsedAt > best.lastUsedAt)) best = slot
     }
-    if (best) best.state = 'VALIDATING'
+    if (best) {
+      best.state = 'VALIDATING'
+      if (this.options.allowExitOnIdle) best.conn?.idle?.(false)
+    }
     return best
   }
 
@@ -685,6 +696,8 @@ export class Holder<C> {
       return
     }
     slot.state = 'IDLE'
+    // An idle connection alone does not keep the process alive (the driver unrefs its socket).
+    if (this.options.allowExitOnIdle) slot.conn!.idle?.(true)
     // Nobody waits for it: the driver may use the moment (e.g. a lookup), which the next caller awaits.
     const work = slot.conn!.maintain?.()
     if (work) slot.maintaining = work.catch(() => {})

@@ -75,6 +75,13 @@ export interface HolderOptions {
    * nothing is reset (the session is the pooler's): a change there is warned about.
    */
   sessionReset?: SessionResetMode
+  /**
+   * An idle connection does not keep the process alive (its socket is unref'd while idle, ref'd
+   * again when handed out), so a script ends when its work does instead of at idleTimeoutMs.
+   * Default true: an idle connection is only a cache, nothing can use it unless something else
+   * keeps the process running (a server, the Lambda runtime); pg.Pool's own default is false.
+   */
+  allowExitOnIdle?: boolean
 }
 
 export type ResolvedOptions = Required<Omit<HolderOptions, 'pooled'>> & { pooled: boolean | undefined }
@@ -99,6 +106,7 @@ export const defaultOptions: ResolvedOptions = Object.freeze({
   pooled: undefined,
   serverIdleClose: true,
   sessionReset: 'changed',
+  allowExitOnIdle: true,
 })
 
 const durations = [
@@ -170,10 +178,17 @@ export function resolveOptions(input: HolderOptions = {}, allowedExtra: readonly
     }
     out.sessionReset = input.sessionReset
   }
+  if (input.allowExitOnIdle !== undefined) {
+    if (typeof input.allowExitOnIdle !== 'boolean') throw new InvalidOptionError('allowExitOnIdle', `expected true or false, got ${describe(input.allowExitOnIdle)}`)
+    out.allowExitOnIdle = input.allowExitOnIdle
+  }
   if (input.pooled !== undefined) {
     if (typeof input.pooled !== 'boolean') throw new InvalidOptionError('pooled', `expected true, false or undefined (detect), got ${describe(input.pooled)}`)
     out.pooled = input.pooled
   }
+  // The default jitter scales with a short lifetime (a sixth of it, which is the 5 minutes of the
+  // 30-minute default), so maxLifetimeMs: 1000 alone is valid; a jitter given is checked as given.
+  if (input.maxLifetimeJitterMs === undefined) out.maxLifetimeJitterMs = Math.min(defaultOptions.maxLifetimeJitterMs, Math.floor(out.maxLifetimeMs / 6))
   if (out.maxLifetimeJitterMs > out.maxLifetimeMs) {
     throw new InvalidOptionError('maxLifetimeJitterMs', 'must not exceed maxLifetimeMs')
   }

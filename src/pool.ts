@@ -2,13 +2,27 @@
  * A pg.Pool-shaped facade over a holder, for libraries that take a pool (Drizzle, Kysely, Prisma,
  * Vercel's attachDatabasePool). It only translates: `query` is `holder.run` (one statement, so
  * a connection that died before anything was sent is retried), `connect()` is `holder.lease`,
- * the counts are `holder.stats()`. The lifecycle stays in holder.ts.
+ * the counts are `holder.stats()`. The lifecycle stays in holder.ts; pg.Pool's config is read in
+ * pool-config.ts, and errors get the driver's code in pool-errors.ts. What pg-pool does that a
+ * user can tell (end() draining, a double release throwing, its counts, events and messages)
+ * is kept here, except warmconn's deliberate differences listed in the README.
  * @module
  */
-import { ClosedError, InvalidOptionError, safeCause } from './errors.js'
-import type { Holder } from './holder.js'
+import { AcquireTimeoutError, ClosedError, InvalidOptionError, safeCause } from './errors.js'
+import type { Holder, Lease } from './holder.js'
 import type { HolderOptions } from './options.js'
+import { planPool, type FacadeSettings, type PoolPlan } from './pool-config.js'
+import { poolError } from './pool-errors.js'
 import { sentNothing, type NodePgClient } from './drivers/pg-client.js'
+
+/**
+ * warmPool's default size, pg.Pool's own (10). A handler that runs a query outside a
+ * `db.transaction` that is still open (Drizzle, Prisma: the transaction holds one connection)
+ * needs a second connection; with one it would wait acquireTimeoutMs. Connections are opened only
+ * when that many calls are in flight at once, and an idle one closes at idleTimeoutMs, so a
+ * function serving one request at a time still holds one.
+ */
+export const POOL_MAX_CONNECTIONS = 10
 
 /** What the `idempotent` predicate is shown of a one-shot `pool.query`. */
 export interface PoolQuery {
@@ -59,40 +73,17 @@ export interface WarmPool<C> {
   end(): Promise<void>
 }
 
-// pg's own pool options, refused by name with what to use instead: a pg option that was silently
-// ignored would leave the user believing in a limit or timeout that does not exist.
-const PG_POOL_OPTIONS: Record<string, string> = {
-  max: 'use "maxConnections"',
-  min: 'warmconn opens connections when they are needed; there is no minimum',
-  idleTimeoutMillis: 'use "idleTimeoutMs"',
-  connectionTimeoutMillis: 'use "connectTimeoutMs" (and "connectBudgetMs" for all attempts)',
-  maxLifetimeSeconds: 'use "maxLifetimeMs" (milliseconds)',
-  maxUses: 'warmconn rotates connections by age: use "maxLifetimeMs"',
-  allowExitOnIdle: "not needed: warmconn's idle timers never keep the process alive",
-  connectionString: 'pass the URL as the first argument',
-  Client: 'the driver entry (warmconn/pg, warmconn/neon) decides the Client',
-  log: "subscribe to the holder's events instead: pool.holder.on(...)",
-  Promise: 'warmconn uses the global Promise',
-  onConnect: "use pool.on('connect', client => ...)",
-  verify: "warmconn checks a connection itself (staleAfterMs, pingTimeoutMs)",
-}
-
 /**
- * Splits warmPool's options into the facade's and the rest (holder and driver options), refusing
- * pg's pool option names, and the connection settings in `elsewhere` (name -> where it goes).
+ * Splits warmPool's arguments (pg.Pool's config, or a URL and options) into the facade's settings
+ * and the rest (holder and driver options); see pool-config.ts for the translation.
  */
-export function poolOptions<O extends WarmPoolOptions>(options: O | undefined, elsewhere: Readonly<Record<string, string>>): { idempotent: WarmPoolOptions['idempotent']; rest: Omit<O, 'idempotent'> } {
-  if (options === undefined) return { idempotent: undefined, rest: {} as Omit<O, 'idempotent'> }
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw new InvalidOptionError('options', 'expected an object')
-  for (const key of Object.keys(options)) {
-    const instead = Object.hasOwn(PG_POOL_OPTIONS, key) ? PG_POOL_OPTIONS[key] : Object.hasOwn(elsewhere, key) ? elsewhere[key] : undefined
-    if (instead !== undefined) throw new InvalidOptionError(key, `a pg.Pool option, not one of warmconn's: ${instead}`)
-  }
-  const { idempotent, ...rest } = options
+export function poolOptions(first: unknown, second: unknown): PoolPlan & { idempotent: WarmPoolOptions['idempotent'] } {
+  const plan = planPool(first, second)
+  const { idempotent, ...rest } = plan.rest
   if (idempotent !== undefined && typeof idempotent !== 'function') {
     throw new InvalidOptionError('idempotent', 'expected a function (query) => boolean')
   }
-  return { idempotent, rest }
+  return { ...plan, rest, idempotent: idempotent as WarmPoolOptions['idempotent'] }
 }
 
 /** The pool for `holder`: one per holder, so a warm invocation calling warmPool() again gets the same one. */
@@ -106,6 +97,8 @@ export interface PoolSettings {
   idempotent: WarmPoolOptions['idempotent']
   /** The driver's secrets, kept out of the errors the pool emits. */
   secrets: readonly string[]
+  /** What pg.Pool's config asks of the facade itself: maxUses, onConnect/verify, the checkout bound. */
+  facade: FacadeSettings
 }
 
 const pools = new WeakMap<object, unknown>()
@@ -126,6 +119,16 @@ interface Emitter {
  * facade's own. The EventEmitter is the one at the root of that Pool's prototype chain, so
  * warmconn/neon imports no `node:events`.
  */
+/** A connection that came after the checkout's deadline: given back unused. */
+class Abandoned extends Error {}
+
+/** pg-pool's words for work given to a pool after end(). */
+function ended(): ClosedError {
+  const err = new ClosedError()
+  err.message = 'Cannot use a pool after calling end on the pool'
+  return poolError(err) as ClosedError
+}
+
 function poolClass(LibraryPool: abstract new (...args: never[]) => object): new (holder: Holder<never>, settings: PoolSettings) => unknown {
   const cached = classes.get(LibraryPool)
   if (cached) return cached
@@ -144,8 +147,14 @@ function poolClass(LibraryPool: abstract new (...args: never[]) => object): new 
     readonly #seen = new WeakSet<NodePgClient>()
     /** Clients checked out now: an error on any other is an idle client's, for pool 'error' listeners. */
     readonly #busy = new Set<NodePgClient>()
+    /** Checkouts per client, for maxUses. */
+    readonly #uses = new WeakMap<NodePgClient, number>()
+    /** Leases out now by connection id: ended by the holder too (cut off at callTimeoutMs). */
+    readonly #leases = new Map<number, () => void>()
+    /** Work accepted and not yet done (queries, checkouts, clients out): end() waits for it. */
+    #active = 0
+    #drained: (() => void) | undefined
     #ending = false
-    #ended: Promise<void> | undefined
     #endedDone = false
 
     constructor(holder: Holder<NodePgClient>, settings: PoolSettings) {
@@ -157,27 +166,28 @@ function poolClass(LibraryPool: abstract new (...args: never[]) => object): new 
         max: o.maxConnections,
         min: 0,
         idleTimeoutMillis: o.idleTimeoutMs,
-        connectionTimeoutMillis: o.connectTimeoutMs,
+        connectionTimeoutMillis: settings.facade.checkoutTimeoutMs ?? o.acquireTimeoutMs,
         maxLifetimeSeconds: o.maxLifetimeMs / 1000,
-        maxUses: Infinity,
-        allowExitOnIdle: true,
+        maxUses: settings.facade.maxUses,
+        allowExitOnIdle: o.allowExitOnIdle,
       })
+      // A lease cut off by the holder at its deadline is over: end() must not wait for its release().
+      holder.on('release', ({ connectionId }) => this.#leases.get(connectionId)?.())
     }
 
     get totalCount(): number {
       return this.holder.stats().open
     }
-    /** Connections open and not in use (connections being opened count here too). */
+    /** Connections open and idle, as pg-pool counts them (a connection still opening is not idle). */
     get idleCount(): number {
-      const { open, inUse } = this.holder.stats()
-      return open - inUse
+      return this.holder.stats().idle
     }
     get waitingCount(): number {
       return this.holder.stats().waiting
     }
-    /** Always 0: an expired connection is closed when it is released or found, never kept. */
+    /** Clients checked out past their lifetime: closed when released. */
     get expiredCount(): number {
-      return 0
+      return this.holder.stats().expired
     }
     get ending(): boolean {
       return this.#ending || this.holder.closed
@@ -191,6 +201,12 @@ function poolClass(LibraryPool: abstract new (...args: never[]) => object): new 
      * Replayed on a new connection only if it provably was not sent, or it is marked idempotent.
      */
     query(config: unknown, values?: unknown, callback?: unknown): Promise<unknown> | undefined {
+      if (typeof config === 'function') {
+        // As pg-pool: the callback is told, and no promise is left to reject unheard.
+        const err = new InvalidOptionError('query', 'Passing a function as the first parameter to pool.query is not supported: pass the SQL text first')
+        setTimeout(() => (config as Listener)(err), 0)
+        return undefined
+      }
       const cb = typeof values === 'function' ? values : callback
       // Thrown, as pg does: a callback that is not one has nowhere else to report to.
       if (cb !== undefined && typeof cb !== 'function') throw new InvalidOptionError('callback', 'expected a function')
@@ -206,23 +222,44 @@ function poolClass(LibraryPool: abstract new (...args: never[]) => object): new 
 
     async #query(config: unknown, values: unknown): Promise<unknown> {
       const query = this.#parse(config, values)
-      if (this.#ending) throw new ClosedError()
-      const used: Array<{ client: NodePgClient; err: unknown }> = []
+      if (this.ending) throw ended()
+      // maxUses and onConnect/verify are the facade's own: a checked-out client, as pg-pool's
+      // query does (not replayed if its connection dies: the holder cannot know what was sent).
+      if (this.#settings.facade.maxUses !== Infinity || this.#settings.facade.onConnect) {
+        const client = await this.#checkout()
+        let failed: unknown
+        try {
+          return await (client.query as (config: unknown, values?: unknown) => Promise<unknown>)(config, values)
+        } catch (err) {
+          failed = err
+          throw err
+        } finally {
+          // An SQL error keeps the connection (warmconn's difference); a broken one the holder drops.
+          client.release(undefined, failed)
+        }
+      }
+      const checkout = this.#deadline()
+      const running = this.holder.run(async (client) => {
+        if (!checkout.take()) throw new Abandoned()
+        this.#handOut(client)
+        let failed: unknown
+        try {
+          return await (client.query as (config: unknown, values?: unknown) => Promise<unknown>)(config, values)
+        } catch (err) {
+          failed = err
+          // This call is this one statement: a client that refused it sent nothing at all.
+          throw sentNothing(err)
+        } finally {
+          this.#released(client, failed)
+        }
+      }, { idempotent: query.idempotent })
+      this.#track(running)
       try {
-        return await this.holder.run(async (client) => {
-          const attempt = { client, err: undefined as unknown }
-          used.push(attempt)
-          this.#handOut(client)
-          try {
-            return await (client.query as (config: unknown, values?: unknown) => Promise<unknown>)(config, values)
-          } catch (err) {
-            attempt.err = err
-            // This call is this one statement: a client that refused it sent nothing at all.
-            throw sentNothing(err)
-          }
-        }, { idempotent: query.idempotent })
+        return await (checkout.expired ? Promise.race([running, checkout.expired]) : running)
+      } catch (err) {
+        throw poolError(err)
       } finally {
-        for (const { client, err } of used) this.#released(client, err)
+        checkout.clear()
       }
     }
 
@@ -252,7 +289,7 @@ function poolClass(LibraryPool: abstract new (...args: never[]) => object): new 
     /** Checks a client out until `client.release()`; the same lifecycle as `query`, never replayed. */
     connect(callback?: unknown): Promise<PooledClient<NodePgClient>> | undefined {
       if (callback !== undefined && typeof callback !== 'function') throw new InvalidOptionError('callback', 'expected a function')
-      const checkout = this.#checkout()
+      const checkout = this.ending ? Promise.reject(ended()) : this.#checkout()
       if (callback === undefined) return checkout
       checkout.then(
         (client) => queueMicrotask(() => (callback as Listener)(undefined, client, client.release)),
@@ -261,58 +298,149 @@ function poolClass(LibraryPool: abstract new (...args: never[]) => object): new 
       return undefined
     }
 
-    async #checkout(): Promise<PooledClient<NodePgClient>> {
-      if (this.#ending) throw new ClosedError()
-      const lease = await this.holder.lease()
+    async #checkout(): Promise<PooledClient<NodePgClient> & { release(err?: Error | boolean, failed?: unknown): void }> {
+      if (this.ending) throw ended()
+      const checkout = this.#deadline()
+      const leasing = this.holder.lease()
+      let done!: () => void
+      this.#track(new Promise<void>((resolve) => (done = resolve)))
+      let lease: Lease<NodePgClient>
+      try {
+        lease = await (checkout.expired ? Promise.race([leasing, checkout.expired]) : leasing)
+      } catch (err) {
+        // A connection that comes after the deadline goes back at once.
+        leasing.then((late) => void late.release(), () => {})
+        done()
+        throw poolError(err)
+      } finally {
+        checkout.clear()
+      }
       const client = lease.client as PooledClient<NodePgClient>
-      this.#handOut(client)
+      let over = false
+      const finish = (): void => {
+        if (over) return
+        over = true
+        this.#leases.delete(lease.connectionId)
+        done()
+      }
+      this.#leases.set(lease.connectionId, finish)
+      try {
+        const hook = this.#settings.facade.onConnect
+        if (hook && !this.#seen.has(client)) await hook(client as never)
+        this.#handOut(client)
+      } catch (err) {
+        // pg-pool ends a client whose onConnect failed; a listener's exception fails this checkout only.
+        this.#busy.delete(client)
+        if (this.#seen.has(client)) void lease.release()
+        else lease.destroy()
+        finish()
+        throw err
+      }
       let released = false
       // A property of the client, as pg-pool sets it: Drizzle and Prisma call client.release().
-      client.release = (err?: Error | boolean) => {
-        if (released) return
+      client.release = (err?: Error | boolean, failed?: unknown) => {
+        if (released) throw new Error('Release called on client which has already been released to the pool.')
         released = true
-        const back = err ? (lease.destroy(), Promise.resolve()) : lease.release().catch(() => {})
-        void back.then(() => this.#released(client, err instanceof Error ? err : undefined))
+        const uses = (this.#uses.get(client) ?? 0) + 1
+        this.#uses.set(client, uses)
+        this.#busy.delete(client)
+        if (err || uses >= this.#settings.facade.maxUses) lease.destroy()
+        else void lease.release().catch(() => {})
+        finish()
+        // Last, as pg-pool emits it: a listener's exception reaches the caller of release().
+        this.emit('release', this.#safe(err ?? failed), client)
       }
       return client
     }
 
-    /** Closes the holder's connections once calls in flight are done. Calling it again returns the same promise. */
+    /**
+     * Refuses new work at once, lets queries and checkouts already made finish (clients out are
+     * waited for until released, or cut off at callTimeoutMs), then closes the connections. A
+     * second call rejects, as pg-pool's does.
+     */
     end(callback?: unknown): Promise<void> | undefined {
       if (callback !== undefined && typeof callback !== 'function') throw new InvalidOptionError('callback', 'expected a function')
+      if (this.#ending) {
+        const err = new Error('Called end on pool more than once')
+        if (callback) return void (callback as Listener)(err)
+        return Promise.reject(err)
+      }
       this.#ending = true
-      this.#ended ??= this.holder.close().then(() => void (this.#endedDone = true))
-      if (callback === undefined) return this.#ended
-      void this.#ended.then(() => queueMicrotask(callback as Listener))
+      const ending = this.#drain()
+        .then(() => this.holder.close())
+        .then(() => void (this.#endedDone = true))
+      if (callback === undefined) return ending
+      ending.then(() => queueMicrotask(() => (callback as Listener)()), (err: unknown) => queueMicrotask(() => (callback as Listener)(err)))
       return undefined
+    }
+
+    /** Counts `work` as accepted until it settles (end() waits for it). */
+    #track(work: Promise<unknown>): void {
+      this.#active++
+      const settled = (): void => {
+        if (--this.#active === 0) this.#drained?.()
+      }
+      work.then(settled, settled)
+    }
+
+    #drain(): Promise<void> {
+      if (this.#active === 0) return Promise.resolve()
+      return new Promise((resolve) => (this.#drained = resolve))
+    }
+
+    /**
+     * pg's connectionTimeoutMillis: a bound on the whole checkout, the wait for a busy pool
+     * included. `take()` is false once it passed (the connection that came late goes back).
+     */
+    #deadline(): { expired: Promise<never> | undefined; take(): boolean; clear(): void } {
+      const ms = this.#settings.facade.checkoutTimeoutMs
+      if (ms === undefined) return { expired: undefined, take: () => true, clear: () => {} }
+      let fired = false
+      let handle: ReturnType<typeof setTimeout> | undefined
+      const expired = new Promise<never>((_, reject) => {
+        // Not unref'd: a caller is waiting on it.
+        handle = setTimeout(() => {
+          fired = true
+          const err = new AcquireTimeoutError(ms)
+          err.message = `timeout exceeded when trying to connect (connectionTimeoutMillis: ${ms} ms)`
+          reject(err)
+        }, ms)
+      })
+      expired.catch(() => {})
+      const clear = (): void => clearTimeout(handle)
+      return { expired, take: () => (clear(), !fired), clear }
     }
 
     /** pg's 'connect' the first time a client is handed out, 'acquire' every time. */
     #handOut(client: NodePgClient): void {
-      if (!this.#seen.has(client)) {
+      const isNew = !this.#seen.has(client)
+      if (isNew) {
         this.#seen.add(client)
-        // pg-pool re-emits an idle client's error on the pool, and a pool without an 'error'
-        // listener then crashes the process. Here it is only passed on to listeners there are.
+        // pg-pool re-emits an idle client's error on the pool (with err.client), and a pool
+        // without an 'error' listener then crashes the process. Here it is only passed on to
+        // listeners there are; one that throws is not caught, as in pg-pool.
         client.on('error', (err: unknown) => {
-          if (!this.#busy.has(client) && this.listenerCount('error') > 0) this.#tell('error', safeCause(err, this.#settings.secrets), client)
+          if (this.#busy.has(client) || this.listenerCount('error') === 0) return
+          const safe = this.#safe(err)
+          // A getter, not a value: a logger that prints the error (util.inspect, even showHidden)
+          // shows "[Getter]", never the Client and the password it keeps.
+          if (safe && typeof safe === 'object') Object.defineProperty(safe, 'client', { get: () => client, enumerable: false, configurable: true })
+          this.emit('error', safe, client)
         })
-        client.on('end', () => this.#tell('remove', client))
-        this.#tell('connect', client)
+        client.on('end', () => this.emit('remove', client))
       }
       this.#busy.add(client)
-      this.#tell('acquire', client)
+      if (isNew) this.emit('connect', client)
+      this.emit('acquire', client)
     }
 
     #released(client: NodePgClient, err: unknown): void {
       this.#busy.delete(client)
-      this.#tell('release', err instanceof Error ? safeCause(err, this.#settings.secrets) : undefined, client)
+      this.emit('release', this.#safe(err), client)
     }
 
-    /** Emits to the caller's listeners; one that throws must not break the call that emitted. */
-    #tell(event: string, ...args: unknown[]): void {
-      try {
-        this.emit(event, ...args)
-      } catch {}
+    #safe(err: unknown): unknown {
+      return err instanceof Error ? safeCause(err, this.#settings.secrets) : err
     }
   }
   classes.set(LibraryPool, WarmPool as never)

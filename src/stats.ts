@@ -39,9 +39,13 @@ export interface HolderStats {
   inUse: number
   /** Callers waiting for a connection now. */
   waiting: number
+  /** Connections open, idle and ready to hand out now (not those still being opened). */
+  idle: number
+  /** Connections in a caller's hands now that are past their lifetime (closed when given back). */
+  expired: number
 }
 
-export type Counter = Exclude<keyof HolderStats, 'open' | 'inUse' | 'waiting'>
+export type Counter = Exclude<keyof HolderStats, 'open' | 'inUse' | 'waiting' | 'idle' | 'expired'>
 
 /** Every counter at zero. */
 export function newCounts(): Record<Counter, number> {

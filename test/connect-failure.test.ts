@@ -16,7 +16,7 @@ describe('connect failures, worded for what happened', () => {
   it.each([
     ['EAI_AGAIN', /the host name could not be resolved \(a temporary DNS failure, EAI_AGAIN\): no server was reached/],
     ['ECONNREFUSED', /the connection was refused: nothing accepts connections at that host and port/],
-    ['CONNECT_TIMEOUT', /no answer within connectTimeoutMs: a firewall or security group dropping the packets, or the wrong host/],
+    ['CONNECT_TIMEOUT', /connect timeout, no answer within connectTimeoutMs: a firewall or security group dropping the packets, or the wrong host/],
     ['53300', /no connection slots left \(53300 too many connections\): lower maxConnections/],
     ['57P03', /starting up, shutting down or in recovery \(57P03\)/],
     ['EHOSTUNREACH', /no network route to the host/],

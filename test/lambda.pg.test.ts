@@ -123,8 +123,8 @@ describe('warm invocations', () => {
     expect(await eventually(async () => (await pg.backends(APP)).length === 0, 1_000)).toBe(true)
   })
 
-  it('two concurrent invocations in one process both succeed over one connect', async () => {
-    const l = await lambda({}, { concurrency: 2 })
+  it('two concurrent invocations in one process both succeed over one connect (maxConnections 1)', async () => {
+    const l = await lambda({ WARMCONN_MAX_CONNECTIONS: '1' }, { concurrency: 2 })
     await Promise.all([call(l, { action: 'insert', note: 'concurrent-a' }), call(l, { action: 'insert', note: 'concurrent-b' })])
     const after = await call(l, { action: 'pid' })
     expect(after.stats.opened).toBe(1)

@@ -5,7 +5,9 @@
  * Its reads are marked idempotent by a predicate, as the README suggests.
  */
 import { count, eq, sql } from 'drizzle-orm'
+import { DrizzleQueryError } from 'drizzle-orm/errors'
 import { drizzle } from 'drizzle-orm/node-postgres'
+import { expect } from 'vitest'
 import { pgTable, serial, text } from 'drizzle-orm/pg-core'
 import { ormScenarios } from './orm/scenarios.js'
 
@@ -14,6 +16,13 @@ const notes = pgTable('orm_notes', { id: serial('id').primaryKey(), note: text('
 ormScenarios({
   name: 'Drizzle',
   poolOptions: { idempotent: (query) => /^\s*select\b/i.test(query.text) },
+  // Drizzle wraps a failed query in its DrizzleQueryError; the cause is the pool's error, with the driver's code.
+  connectionError(err, code) {
+    expect(err).toBeInstanceOf(DrizzleQueryError)
+    const cause = (err as DrizzleQueryError).cause as { code?: unknown; syscall?: unknown; errno?: unknown }
+    expect(cause.code).toBe(code)
+    if (code === 'ECONNREFUSED') expect([cause.syscall, typeof cause.errno]).toEqual(['connect', 'number'])
+  },
   open(pool) {
     const db = drizzle(pool)
     return {

@@ -4,6 +4,7 @@
  * lease on the holder: never replayed, a stale connection pinged before use.
  */
 import { Kysely, PostgresDialect, sql, type Generated } from 'kysely'
+import { expect } from 'vitest'
 import { ormScenarios } from './orm/scenarios.js'
 
 interface Database {
@@ -12,6 +13,12 @@ interface Database {
 
 ormScenarios({
   name: 'Kysely',
+  // Kysely has no error class of its own: it hands on the driver's error, so `code` is what callers switch on.
+  connectionError(err, code) {
+    expect(err).toBeInstanceOf(Error)
+    expect((err as { code?: unknown }).code).toBe(code)
+    if (code === 'ECONNREFUSED') expect([(err as { syscall?: unknown }).syscall, typeof (err as { errno?: unknown }).errno]).toEqual(['connect', 'number'])
+  },
   open(pool) {
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
     return {

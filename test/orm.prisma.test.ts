@@ -5,6 +5,7 @@
  * The client is generated at test time (test/orm/prisma-client.ts). Reads are marked idempotent.
  */
 import { PrismaPg } from '@prisma/adapter-pg'
+import { expect } from 'vitest'
 import { generatePrisma, type GeneratedPrisma } from './orm/prisma-client.js'
 import { ormScenarios } from './orm/scenarios.js'
 
@@ -15,6 +16,14 @@ ormScenarios({
   setup: async () => void (prisma = await generatePrisma()),
   teardown: async () => prisma?.remove(),
   poolOptions: { idempotent: (query) => /^\s*select\b/i.test(query.text) },
+  // Prisma's adapter maps the driver's error (by `code` with `syscall`/`errno`, or with `severity`)
+  // to its own kinds; Prisma throws its PrismaClientKnownRequestError carrying that mapping.
+  connectionError(err, code) {
+    expect((err as Error).name).toBe('PrismaClientKnownRequestError')
+    const mapped = (err as { meta?: { driverAdapterError?: { cause?: Record<string, unknown> } } }).meta?.driverAdapterError?.cause
+    if (code === 'ECONNREFUSED') expect(mapped).toMatchObject({ kind: 'DatabaseNotReachable', host: '127.0.0.1' })
+    else expect(mapped).toMatchObject({ kind: 'postgres', originalCode: '57P01', severity: 'FATAL' })
+  },
   open(pool) {
     const client = new prisma.PrismaClient({ adapter: new PrismaPg(pool) })
     return {

@@ -26,7 +26,7 @@ afterAll(async () => {
 
 const pools: Array<ReturnType<typeof warmPool>> = []
 afterAll(async () => {
-  await Promise.all(pools.map((p) => p.end()))
+  await Promise.all([...new Set(pools)].filter((p) => !p.ending).map((p) => p.end()))
 })
 
 function make(options: WarmPgPoolOptions = {}) {
@@ -114,12 +114,12 @@ describe("pg's surface", () => {
     expect(Number.isInteger(await pid())).toBe(true)
   })
 
-  it('end() is idempotent; afterwards the pool refuses work with ClosedError, and warmPool() gives a new one', async () => {
+  it("end() twice rejects the second as pg-pool does; afterwards the pool refuses work with ClosedError, and warmPool() gives a new one", async () => {
     const { pool, name, pid } = make()
     await pid()
     const first = pool.end()
     expect(pool.ending).toBe(true)
-    expect(pool.end()).toBe(first)
+    await expect(pool.end()).rejects.toThrow('Called end on pool more than once')
     await first
     expect(pool.ended).toBe(true)
     expect(await db.backends(name)).toEqual([])
@@ -144,16 +144,22 @@ describe("pg's surface", () => {
 })
 
 describe('checks before any I/O', () => {
-  it("refuses pg's pool options by name, naming warmconn's", () => {
+  it("refuses what cannot hold by name, and a pg option given with a different value under its warmconn name", () => {
     const url = db.urlFor({ port: proxy.port })
     const cases: Array<[Record<string, unknown>, string, RegExp]> = [
-      [{ max: 5 }, 'max', /maxConnections/],
-      [{ idleTimeoutMillis: 1000 }, 'idleTimeoutMillis', /idleTimeoutMs/],
-      [{ connectionTimeoutMillis: 1000 }, 'connectionTimeoutMillis', /connectTimeoutMs/],
+      [{ max: 5, maxConnections: 4 }, 'max', /maxConnections/],
+      [{ idleTimeoutMillis: 1000, idleTimeoutMs: 2000 }, 'idleTimeoutMillis', /idleTimeoutMs/],
+      [{ connectionTimeoutMillis: 1000, acquireTimeoutMs: 5 }, 'connectionTimeoutMillis', /acquireTimeoutMs/],
+      [{ maxLifetimeSeconds: 60, maxLifetimeMs: 60 }, 'maxLifetimeSeconds', /maxLifetimeMs/],
+      [{ application_name: 'a', applicationName: 'b' }, 'application_name', /applicationName/],
       [{ connectionString: url }, 'connectionString', /first argument/],
-      [{ maxLifetimeSeconds: 60 }, 'maxLifetimeSeconds', /maxLifetimeMs/],
-      [{ host: 'x' }, 'host', /URL/],
-      [{ ssl: true }, 'ssl', /sslmode/],
+      [{ host: 'x' }, 'host', /connectionString/],
+      [{ min: 2 }, 'min', /idleTimeoutMillis/],
+      [{ Client: pg.Client }, 'Client', /warmPg/],
+      [{ log: () => {} }, 'log', /holder\.on/],
+      [{ maxUses: 0 }, 'maxUses', /at least 1/],
+      [{ statement_timeout: 5, pg: { statement_timeout: 6 } }, 'statement_timeout', /pg\.statement_timeout/],
+      [{ idleTimeoutMilis: 5 }, 'idleTimeoutMilis', /idleTimeoutMs/],
       [{ idempotent: true }, 'idempotent', /function/],
       [{ pg: { max: 1, query_timeout: 5 } }, 'pg.query_timeout', /callTimeoutMs/],
     ]

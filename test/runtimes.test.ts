@@ -28,7 +28,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const CHILD_SOURCE = join(ROOT, 'test', 'runtimes', 'child.ts')
 /** The packages the entries of DRIVERS load (warmconn's optional peers). */
 const DRIVER_PACKAGES = ['postgres', 'pg']
-const OPTIONS = { staleAfterMs: 300, pingTimeoutMs: 500, idleTimeoutMs: 2_000, connectTimeoutMs: 3_000, callTimeoutMs: 10_000 }
+// allowExitOnIdle off: the last step proves the idle close (test/exit-on-idle.test.ts proves the default).
+const OPTIONS = { staleAfterMs: 300, pingTimeoutMs: 500, idleTimeoutMs: 2_000, connectTimeoutMs: 3_000, callTimeoutMs: 10_000, allowExitOnIdle: false }
 /** Hang detectors, not timing assertions: a reply or an exit past these is a hang. */
 const REPLY_TIMEOUT_MS = 20_000
 const EXIT_TIMEOUT_MS = OPTIONS.idleTimeoutMs + 20_000

@@ -7,16 +7,16 @@
  * each other. Nothing here is Node-only: in workerd the global WebSocket is used.
  * @module
  */
-import { Client, Pool, neonConfig, type NeonConfigGlobalAndClient, type QueryConfig, type QueryResult, type QueryResultRow } from '@neondatabase/serverless'
+import { Client, Pool, neonConfig, type NeonConfigGlobalAndClient, type PoolConfig, type QueryConfig, type QueryResult, type QueryResultRow } from '@neondatabase/serverless'
 import type { Classified, Driver, DriverConnection, OpenOptions } from '../driver.js'
 import { errorCode } from '../classify.js'
 import { InvalidOptionError } from '../errors.js'
 import { Holder } from '../holder.js'
 import type { HolderOptions } from '../options.js'
-import { poolOptions, sharedPool, type WarmPoolOptions } from '../pool.js'
+import { POOL_MAX_CONNECTIONS, poolOptions, sharedPool, type WarmPoolOptions } from '../pool.js'
 import { sharedHolder, stableKey } from '../registry.js'
 import { parseConnectionUrl, safeDecode, secretsOf } from '../url.js'
-import { classifyClientError, openClient, startupOptions, type Target } from './pg-client.js'
+import { classifyClientError, openClient, startupOptions, type RefSocket, type Target } from './pg-client.js'
 import { looksLikePooler } from '../pooler.js'
 import { checkPassword, PasswordSource, type PasswordFunction } from '../password.js'
 import { secretList } from '../secret-list.js'
@@ -44,6 +44,9 @@ export interface WarmNeonPoolOptions extends WarmPoolOptions {
   /** As for warmNeon: a password apart from the URL, or a function asked once per new connection. */
   password?: string | PasswordFunction
 }
+
+/** What warmPool takes: pg.Pool's config (connection settings, pool options), warmconn's options beside it. */
+export type WarmNeonPoolConfig = Omit<PoolConfig, 'Client' | 'log' | 'query_timeout'> & WarmNeonPoolOptions
 
 export { type PoolQuery, type PooledClient, type WarmPoolOptions } from '../pool.js'
 
@@ -85,18 +88,35 @@ export function warmNeon(url: string | undefined, options: WarmNeonOptions = {})
  * import { drizzle } from 'drizzle-orm/node-postgres'
  * const db = drizzle(warmPool(process.env.DATABASE_URL, { neon: { webSocketConstructor: WebSocket } }))
  */
-export function warmPool(url: string | undefined, options: WarmNeonPoolOptions = {}): WarmNeonPool {
-  const { idempotent, rest } = poolOptions(options, CONNECTION_SETTINGS)
-  const { neon = {}, password, ...holderOptions } = rest
+export function warmPool(config?: WarmNeonPoolConfig): WarmNeonPool
+export function warmPool(url: string | undefined, options?: WarmNeonPoolConfig): WarmNeonPool
+export function warmPool(first?: string | WarmNeonPoolConfig, second?: WarmNeonPoolConfig): WarmNeonPool {
+  const { url: given, rest, client, facade, idempotent } = poolOptions(first, second)
+  const { neon = {}, ...holderOptions } = rest as { neon?: NeonConfigOverrides } & HolderOptions
+  // A password function is called per connect (password.ts); a string goes into the URL.
+  const { password: fn, ...others } = client
+  const password = typeof fn === 'function' ? (fn as PasswordFunction) : undefined
+  const url = withPassword(given, password ? others : client)
   const driver = neonDriver(url, neon, { password })
-  const holder = neonHolder(driver, url, neon, holderOptions, { api: 'pool', idempotent, ...(password === undefined ? {} : { password }) })
+  const withDefaults: HolderOptions = { maxConnections: POOL_MAX_CONNECTIONS, ...holderOptions }
+  const holder = neonHolder(driver, url, neon, withDefaults, { api: 'pool', idempotent, facade, ...(password === undefined ? {} : { password }) })
   // The facade implements the Pool's public surface (and is instanceof neon's Pool); see pool.ts.
-  return sharedPool(holder, Pool, { idempotent, secrets: driver.secrets }) as unknown as WarmNeonPool
+  return sharedPool(holder, Pool, { idempotent, secrets: driver.secrets, facade }) as unknown as WarmNeonPool
 }
 
-const CONNECTION_SETTINGS = Object.fromEntries(
-  ['host', 'port', 'user', 'database', 'ssl', 'statement_timeout'].map((key) => [key, 'put it in the URL']),
-)
+/** pg.Pool's Client options that neon's driver here honours: only the password, which goes into the URL. */
+function withPassword(url: string | undefined, client: Record<string, unknown>): string | undefined {
+  for (const key of Object.keys(client)) {
+    if (key !== 'password') throw new InvalidOptionError(key, 'a pg.Client option warmconn/neon does not pass on: put it in the URL (e.g. ?options=-c%20statement_timeout%3D5000), or use warmconn/pg')
+  }
+  const { password } = client
+  if (password === undefined || url === undefined) return url
+  if (typeof password !== 'string') throw new InvalidOptionError('password', 'expected a string or a function returning one')
+  const parsed = parseConnectionUrl(url)
+  if (parsed.password !== '') throw new InvalidOptionError('password', 'the URL has a password already')
+  parsed.password = encodeURIComponent(password)
+  return parsed.toString()
+}
 
 function neonHolder(driver: Driver<Client>, url: string | undefined, neon: NeonConfigOverrides, holderOptions: HolderOptions, api: Record<string, unknown>): Holder<Client> {
   const { hostname, port } = new URL(url!)
@@ -152,6 +172,9 @@ function openConnection(url: string, neon: NeonConfigOverrides, o: OpenOptions, 
   return openClient(client, o, {
     failedOpen: (err) => (heard || errorCode(err) !== undefined ? err : unreachable(err)),
     pooledHost: looksLikePooler(target.host, target.port),
+    // neon's socket is a WebSocket; the `ws` package keeps the TCP socket under it as `_socket`.
+    // A platform WebSocket (Node 22+, Deno, Bun, workerd) offers no unref: nothing to do there.
+    socket: (c) => (c.connection as unknown as { stream?: { ws?: { _socket?: RefSocket } } }).stream?.ws?._socket,
   })
 }
 

@@ -33,6 +33,20 @@ export interface OpenHooks {
   failedOpen?: (err: unknown) => unknown
   /** The URL names a pooler (pooler.ts), so the connection is not direct whatever its pid says. */
   pooledHost?: boolean
+  /** The socket to unref while idle, when it is not the Connection's stream (neon's WebSocket). */
+  socket?: (client: NodePgClient) => RefSocket | undefined
+}
+
+/** What Node's (and Bun's, Deno's) sockets offer to let a process exit while they are open. */
+export interface RefSocket {
+  ref?(): unknown
+  unref?(): unknown
+}
+
+/** The socket behind a Client: pg's Connection stream (a net or TLS socket), or the driver's own. */
+function socketOf(client: NodePgClient, hooks: OpenHooks): RefSocket | undefined {
+  if (hooks.socket) return hooks.socket(client)
+  return (client.connection as { stream?: RefSocket }).stream
 }
 
 /** Where a driver's Client connects, for what is remembered per target (server-idle.ts). */
@@ -192,12 +206,15 @@ export async function openClient<C extends NodePgClient>(client: C, o: OpenOptio
     async rollback() {
       await client.query('rollback')
     },
+    idle: (idle) => socketOf(client, hooks)?.[idle ? 'unref' : 'ref']?.(),
     async close(timeoutMs) {
       ending = true
+      socketOf(client, hooks)?.ref?.()
       await withTimeout(client.end(), timeoutMs, () => new Error(`close timed out after ${timeoutMs} ms`))
     },
     destroy() {
       ending = true
+      socketOf(client, hooks)?.ref?.()
       // node-postgres drops the socket at once when a statement is in flight or the Client is
       // broken; an idle one says Terminate first.
       void client.end().catch(() => {})

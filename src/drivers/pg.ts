@@ -9,7 +9,8 @@ import type { Classified, Driver, DriverConnection, OpenOptions } from '../drive
 import { InvalidOptionError } from '../errors.js'
 import { Holder } from '../holder.js'
 import type { HolderOptions } from '../options.js'
-import { poolOptions, sharedPool, type WarmPoolOptions } from '../pool.js'
+import { POOL_MAX_CONNECTIONS, poolOptions, sharedPool, type WarmPoolOptions } from '../pool.js'
+import { mergeClientOptions } from '../pool-config.js'
 import { sharedHolder, stableKey } from '../registry.js'
 import { parseConnectionUrl, safeDecode, secretsOf, tlsDefault } from '../url.js'
 import { classifyClientError, openClient, startupOptions, type Target } from './pg-client.js'
@@ -29,6 +30,9 @@ export interface WarmPgOptions extends HolderOptions {
 export interface WarmPgPoolOptions extends WarmPoolOptions {
   pg?: PgOptions
 }
+
+/** What warmPool takes: pg.Pool's config (Client options included), warmconn's options beside it. */
+export type WarmPgPoolConfig = Omit<pg.PoolConfig, 'Client' | 'log' | 'query_timeout'> & WarmPgPoolOptions
 
 /** warmPool's pool: a pg.Pool to every library that takes one, on the holder's lifecycle. */
 export type WarmPgPool = pg.Pool & {
@@ -54,14 +58,6 @@ const OWNED = {
   query_timeout: 'use the "callTimeoutMs" option (or run(fn, { timeoutMs }))',
 } as const
 
-// Connection settings given to warmPool at the top level, as pg.Pool takes them.
-const CONNECTION_SETTINGS = {
-  host: 'put it in the URL', port: 'put it in the URL', user: 'put it in the URL', database: 'put it in the URL',
-  password: 'put it in the URL, or a function returning it in "pg: { password }"',
-  ssl: 'use "sslmode=" in the URL, or "pg: { ssl }"',
-  statement_timeout: 'use "pg: { statement_timeout }"',
-}
-
 /**
  * The shared holder for this URL and these options: created on first call, the same live one on
  * every later call (a warm invocation), a different one for another database, role or option set.
@@ -77,22 +73,28 @@ export function warmPg(url: string | undefined, options: WarmPgOptions = {}): Ho
 }
 
 /**
- * A pg.Pool for libraries that take one, on warmconn's lifecycle: the shared pool for this URL
- * and these options (a warm invocation gets the same one). Its connections are warmconn's:
- * `maxConnections` (default 1), `idleTimeoutMs`, `staleAfterMs`... `pool.end()` closes it for
- * every holder of it; the next warmPool() call makes a new one.
+ * A pg.Pool for libraries that take one, on warmconn's lifecycle: the shared pool for this config
+ * (a warm invocation gets the same one). It takes what `new pg.Pool(config)` takes
+ * (`connectionString` or host/port/user/password/database, `ssl`, `max`, `idleTimeoutMillis`,
+ * `connectionTimeoutMillis`, `maxLifetimeSeconds`, `maxUses`, `onConnect`, Client options...),
+ * warmconn's options beside them, or a URL first. `pool.end()` closes it for every holder of it;
+ * the next warmPool() call makes a new one. The README's warmPool table lists what differs.
  * @example
  * import { drizzle } from 'drizzle-orm/node-postgres'
- * const db = drizzle(warmPool(process.env.DATABASE_URL, { idempotent: (q) => /^\s*select\b/i.test(q.text) }))
+ * const db = drizzle(warmPool({ connectionString: process.env.DATABASE_URL, max: 10, idleTimeoutMillis: 10_000 }))
  */
-export function warmPool(url: string | undefined, options: WarmPgPoolOptions = {}): WarmPgPool {
-  const { idempotent, rest } = poolOptions(options, CONNECTION_SETTINGS)
-  const { pg: pgOptions, ...holderOptions } = rest
+export function warmPool(config?: WarmPgPoolConfig): WarmPgPool
+export function warmPool(url: string | undefined, options?: WarmPgPoolConfig): WarmPgPool
+export function warmPool(first?: string | WarmPgPoolConfig, second?: WarmPgPoolConfig): WarmPgPool {
+  const { url, rest, client, facade, idempotent } = poolOptions(first, second)
+  const { pg: pgSub, ...holderOptions } = rest
+  const pgOptions = mergeClientOptions(client, pgSub, 'pg') as PgOptions
   const driver = pgDriver(url, pgOptions)
-  const key = stableKey({ driver: 'pg', api: 'pool', url, pgOptions, holderOptions, idempotent })
-  const holder = sharedHolder(key, (forget) => new Holder(driver, holderOptions, { onClose: forget }))
+  const withDefaults = { maxConnections: POOL_MAX_CONNECTIONS, ...holderOptions } as HolderOptions
+  const key = stableKey({ driver: 'pg', api: 'pool', url, pgOptions, holderOptions: withDefaults, idempotent, facade })
+  const holder = sharedHolder(key, (forget) => new Holder(driver, withDefaults, { onClose: forget }))
   // The facade implements pg.Pool's public surface (and is instanceof pg.Pool); see pool.ts.
-  return sharedPool(holder, pg.Pool, { idempotent, secrets: driver.secrets }) as unknown as WarmPgPool
+  return sharedPool(holder, pg.Pool, { idempotent, secrets: driver.secrets, facade }) as unknown as WarmPgPool
 }
 
 /** The driver alone, for building a holder by hand: `new Holder(pgDriver(url, { ssl }), options)`. */

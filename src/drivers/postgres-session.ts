@@ -43,6 +43,8 @@ export interface Session {
    * pid. null once read, so no later query (and its rows) is kept alive by it.
    */
   first: BuiltQuery | undefined | null
+  /** A statement has been made on the instance (its connect has begun): a reserve needs no opener. */
+  started: boolean
 }
 
 /** What a tagged template's text says, read once per call site: most say nothing. */
@@ -60,6 +62,8 @@ interface Seen {
   tx?: (text: string) => void
   session: () => void
   made: (q: BuiltQuery) => void
+  /** Whether a statement has been made on the instance yet. */
+  started: () => boolean
 }
 
 export function watchSession(real: AnySql): Session {
@@ -67,12 +71,17 @@ export function watchSession(real: AnySql): Session {
     sql: watched(real, {
       tx: (text) => void (session.inTransaction = nextTxState(session.inTransaction, text)),
       session: () => void (session.changed = true),
-      made: (q) => void (session.first === undefined && (session.first = q)),
+      made: (q) => {
+        session.started = true
+        if (session.first === undefined) session.first = q
+      },
+      started: () => session.started,
     }),
     shared: guarded(real),
     inTransaction: false,
     changed: false,
     first: undefined,
+    started: false,
   }
   return session
 }
@@ -138,10 +147,21 @@ function watched(real: AnySql, seen: Seen): AnySql {
     seen.made(q)
     return q
   }
-  const reserve = async (): Promise<unknown> => watched((await real.reserve()) as unknown as AnySql, seen)
+  // postgres.js 3.4.9 with fetch_types off never hands over a reserve that started the
+  // instance's connect. So a statement made first carries the connect (a lazy connection's
+  // handshake, whose failure is then the call's), and the reserve takes the open connection.
+  // One round trip more, on the first statement of a new connection only.
+  const reserve = async (): Promise<unknown> => {
+    if (!seen.started()) {
+      const opener = real`select 1`
+      seen.made(opener as unknown as BuiltQuery)
+      await opener
+    }
+    return watched((await real.reserve()) as unknown as AnySql, seen)
+  }
   // A transaction's statements go through the `sql` postgres.js hands its callback: watched for
   // what they leave in the session (a SET in a transaction that commits outlives it).
-  const inner = { session: seen.session, made: seen.made }
+  const inner = { session: seen.session, made: seen.made, started: seen.started }
   const scoped = (name: 'begin' | 'savepoint') => (...args: unknown[]): unknown => {
     const fn = args[args.length - 1]
     if (typeof fn === 'function') args[args.length - 1] = (tx: AnySql) => fn(watched(tx, inner))

@@ -125,8 +125,13 @@ async function openConnection(
     ending = true
     void real.end({ timeout: 0 }).catch(() => {})
   }
+  // The socket made here, not by postgres.js, so an idle connection can be unref'd (postgres.js
+  // keeps its socket to itself). Only where postgres.js would make a plain node:net socket itself.
+  const own = ownSocket(pgOptions)
+  let socket: NodeSocket | undefined
   const real = postgres(url, {
     ...pgOptions,
+    ...(own ? { socket: async (opts: SocketOptions) => (socket = await own(opts)) } : {}),
     max: 1,
     // postgres.js's own lookup can crash the process if the connection resets during it, and
     // costs a round trip per connection; see postgres-arrays.ts.
@@ -206,10 +211,12 @@ async function openConnection(
     // (postgres.js 3.4.9), and a failed one stays queued and reconnects later, leaking a socket.
     try {
       if (arrays.before && needsLookup()) {
+        session.started = true
         await lookUpArrays()
         backendPid = pidOf(lookup)
       } else {
         const opener = real`select 1`
+        session.started = true
         await opener
         backendPid = pidOf(opener as unknown as BuiltQuery)
       }
@@ -258,11 +265,13 @@ async function openConnection(
       }
       session.inTransaction = false
     },
+    idle: (idle) => void (idle ? socket?.unref?.() : socket?.ref?.()),
     async close(timeoutMs) {
       ending = true
+      socket?.ref?.()
       await real.end({ timeout: timeoutMs / 1000 })
     },
-    destroy: end,
+    destroy: () => (socket?.ref?.(), end()),
   }
 }
 
@@ -282,6 +291,39 @@ function withoutPassword(pgOptions: PostgresOptions): PostgresOptions {
   return rest
 }
 
+interface NodeSocket {
+  ref?(): unknown
+  unref?(): unknown
+}
+
+/**
+ * A factory for the connection's TCP socket, made and connected as postgres.js would (one host,
+ * no Unix socket path, no socket of the caller's): undefined where that cannot hold (workerd,
+ * where postgres.js's own build makes a Workers socket).
+ */
+function ownSocket(o: PostgresOptions): ((opts: SocketOptions) => Promise<NodeSocket>) | undefined {
+  const g = globalThis as { process?: { versions?: { node?: string } }; navigator?: { userAgent?: string } }
+  if (typeof g.process?.versions?.node !== 'string' || g.navigator?.userAgent === 'Cloudflare-Workers') return undefined
+  const opts = o as { socket?: unknown; host?: unknown }
+  // Several hosts: postgres.js moves to the next one on its own; leave the socket to it.
+  if (opts.socket !== undefined || (Array.isArray(opts.host) && opts.host.length > 1) || String(opts.host ?? '').includes(',')) return undefined
+  return async ({ host, port, path }) => {
+    const net = await import('node:net')
+    const s = new net.Socket() as InstanceType<typeof net.Socket> & { host?: string; port?: number }
+    // postgres.js reads these for TLS (the server name) and its error messages.
+    s.host = host[0]!
+    s.port = port[0]!
+    if (path) s.connect(path)
+    else s.connect(port[0]!, host[0]!)
+    return s
+  }
+}
+
+interface SocketOptions {
+  host: string[]
+  port: number[]
+  path: string | false | undefined
+}
 function pidOf(query: BuiltQuery | undefined): number | undefined {
   const pid = query?.state?.pid
   return typeof pid === 'number' ? pid : undefined

@@ -10,6 +10,7 @@ import { warmPool, type WarmPgPool, type WarmPgPoolOptions } from '../../src/dri
 import { startPostgres, type TestPg } from '../harness/pg.js'
 import { startProxy, type FaultProxy } from '../harness/proxy.js'
 import { appName, eventually, sleep } from '../helpers/core.js'
+import { freePort } from '../harness/ports.js'
 
 /** One ORM's way of doing each thing the scenarios need, over a given pool. */
 export interface Orm {
@@ -31,6 +32,11 @@ export interface OrmTarget {
   open: (pool: WarmPgPool) => Orm
   /** warmPool options the ORM is used with (an idempotent predicate for its reads, say). */
   poolOptions?: WarmPgPoolOptions
+  /**
+   * Asserts that `err`, what the ORM threw for a connection failure, is the ORM's own typed error
+   * for it, built from the driver's `code` (ECONNREFUSED with syscall and errno, or 57P01).
+   */
+  connectionError(err: unknown, code: 'ECONNREFUSED' | '57P01'): void
 }
 
 // Inserting a note that starts with "slow-" takes 5 s: a write in flight long enough to kill.
@@ -70,6 +76,23 @@ export function ormScenarios(t: OrmTarget): void {
       return { pool, name, orm }
     }
     const notes = async (note: string) => Number((await db.admin`select count(*)::int as n from orm_notes where note = ${note}`)[0]!.n)
+
+    it("a refused connection surfaces as the ORM's own error for it, built from the driver's code", async () => {
+      const pool = warmPool({ connectionString: db.urlFor({ port: await freePort() }), connectionTimeoutMillis: 1_000, ...t.poolOptions })
+      const orm = t.open(pool)
+      opened.push(orm)
+      const err = await orm.pid().then(() => undefined, (e: unknown) => e)
+      t.connectionError(err, 'ECONNREFUSED')
+    })
+
+    it("a backend terminated mid-write surfaces as the ORM's own error, with the server's 57P01", async () => {
+      const { name, orm } = make()
+      await orm.pid()
+      const writing = orm.insert(`slow-${name}`).then(() => undefined, (e: unknown) => e)
+      expect(await eventually(async () => (await db.admin`select 1 from pg_stat_activity where application_name = ${name} and query like '%orm_notes%'`).length === 1)).toBe(true)
+      await db.terminate({ applicationName: name })
+      t.connectionError(await writing, '57P01')
+    })
 
     it('many queries run on one server backend', async () => {
       const { pool, name, orm } = make()
