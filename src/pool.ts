@@ -13,7 +13,8 @@ import type { Holder, Lease } from './holder.js'
 import type { HolderOptions } from './options.js'
 import { planPool, type FacadeSettings, type PoolPlan } from './pool-config.js'
 import { poolError } from './pool-errors.js'
-import { sentNothing, type NodePgClient } from './drivers/pg-client.js'
+import { shareable } from './session-state.js'
+import { clientOf, sentNothing, type NodePgClient } from './drivers/pg-client.js'
 
 /**
  * warmPool's default size, pg.Pool's own (10). A handler that runs a query outside a
@@ -239,8 +240,14 @@ function poolClass(LibraryPool: abstract new (...args: never[]) => object): new 
         }
       }
       const checkout = this.#deadline()
-      const running = this.holder.run(async (client) => {
+      // One statement outside a transaction, changing nothing in the session: pipelined with
+      // other callers' on a shared connection (holder.shared). Anything else (BEGIN, SET...)
+      // gets a connection to itself, and the session is reset after it.
+      const call = shareable(query.text) ? this.holder.shared : this.holder.run
+      const running = call.call(this.holder, async (view) => {
         if (!checkout.take()) throw new Abandoned()
+        // A shared call's view guards what it sends; pg's events name the Client itself.
+        const client = clientOf(view)
         this.#handOut(client)
         let failed: unknown
         try {
@@ -264,7 +271,7 @@ function poolClass(LibraryPool: abstract new (...args: never[]) => object): new 
     }
 
     /** Checks pg's query arguments before any I/O; pg's own TypeErrors would come from inside a call. */
-    #parse(config: unknown, values: unknown): { idempotent: boolean } {
+    #parse(config: unknown, values: unknown): { text: string; idempotent: boolean } {
       if (values !== undefined && !Array.isArray(values)) throw new InvalidOptionError('values', 'expected an array of parameters')
       let text: unknown = config
       let marked = false
@@ -283,7 +290,7 @@ function poolClass(LibraryPool: abstract new (...args: never[]) => object): new 
         throw new InvalidOptionError('query', 'expected SQL text or a query config { text, values }')
       }
       const predicate = this.#settings.idempotent
-      return { idempotent: marked || (predicate !== undefined && predicate({ text, values: values as unknown[] | undefined }) === true) }
+      return { text, idempotent: marked || (predicate !== undefined && predicate({ text, values: values as unknown[] | undefined }) === true) }
     }
 
     /** Checks a client out until `client.release()`; the same lifecycle as `query`, never replayed. */

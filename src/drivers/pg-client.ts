@@ -214,6 +214,9 @@ export async function openClient<C extends NodePgClient>(client: C, o: OpenOptio
     },
     destroy() {
       ending = true
+      // Out of pipeline mode first: a pipelined Client's end() waits for what is in flight to
+      // drain, which never happens on a silent socket; otherwise end() drops it at once.
+      if (sharedClient) (client as { pipeline?: boolean }).pipeline = false
       socketOf(client, hooks)?.ref?.()
       // node-postgres drops the socket at once when a statement is in flight or the Client is
       // broken; an idle one says Terminate first.
@@ -228,7 +231,7 @@ export async function openClient<C extends NodePgClient>(client: C, o: OpenOptio
  * text cannot be read (a cursor, a stream: they hold a portal, which pipelining cannot carry).
  */
 function guardedClient<C extends NodePgClient>(client: C): C {
-  return new Proxy(client, {
+  const view = new Proxy(client, {
     get(target, key) {
       if (key !== 'query') return Reflect.get(target, key)
       return (config: unknown, ...rest: unknown[]): unknown => {
@@ -240,6 +243,15 @@ function guardedClient<C extends NodePgClient>(client: C): C {
       }
     },
   })
+  views.set(view, client)
+  return view
+}
+
+const views = new WeakMap<object, NodePgClient>()
+
+/** The Client behind a shared call's guarded view (or the Client itself): one identity for events. */
+export function clientOf<C extends NodePgClient>(client: C): C {
+  return (views.get(client) as C | undefined) ?? client
 }
 
 /** A driver's own reading of errors node-postgres does not raise (neon's WebSocket failures). */
