@@ -152,13 +152,15 @@ export interface HolderStats {
   failures: number
   /** Connections open now (including ones being opened). */
   open: number
+  /** Open connections waiting in the holder now, not in a caller's hands and not being opened. */
+  idle: number
   /** Connections in a caller's hands now. */
   inUse: number
   /** Callers waiting for a connection now. */
   waiting: number
 }
 
-type Counter = Exclude<keyof HolderStats, 'open' | 'inUse' | 'waiting'>
+type Counter = Exclude<keyof HolderStats, 'open' | 'idle' | 'inUse' | 'waiting'>
 
 export interface HolderHooks {
   /** Called once the holder is closed (the registry forgets it). */
@@ -327,8 +329,17 @@ export class Holder<C> {
   /** Counters since creation and gauges now. Contains no connection string and no password. */
   stats(): HolderStats {
     let inUse = 0
-    for (const slot of this.#slots) if (slot.state === 'ALLOCATED' || slot.state === 'VALIDATING') inUse++
-    return { ...this.#counts, open: this.#slots.size, inUse, waiting: this.#waiters.length }
+    let idle = 0
+    for (const slot of this.#slots) {
+      if (slot.state === 'ALLOCATED' || slot.state === 'VALIDATING') inUse++
+      else if (slot.state === 'IDLE') idle++
+    }
+    return { ...this.#counts, open: this.#slots.size, idle, inUse, waiting: this.#waiters.length }
+  }
+
+  /** Where it connects, without credentials (`user@host:port/database`), as in its error messages. */
+  get target(): string {
+    return this.#driver.target
   }
 
   /** Subscribes to a lifecycle event; returns the function that unsubscribes. */
@@ -401,8 +412,12 @@ export class Holder<C> {
 
   /** #acquire for a call or lease that has started: not getting a connection is its failure. */
   async #take(idempotent: boolean, lazyOk: boolean, carried: ConnectTry | undefined): Promise<Slot<C>> {
+    // The clock is read only for a listener (warmconn/otel's wait_time): a warm call reads none.
+    const since = this.#events.has('acquire') ? performance.now() : -1
     try {
-      return await this.#acquire(idempotent, lazyOk, carried)
+      const slot = await this.#acquire(idempotent, lazyOk, carried)
+      if (since >= 0) this.#events.emit('acquire', { connectionId: slot.id, waitMs: performance.now() - since })
+      return slot
     } catch (err) {
       this.#counts.failures++
       throw err
@@ -791,6 +806,7 @@ export class Holder<C> {
       const expire = setTimeout(() => {
         const i = this.#waiters.indexOf(waiter)
         if (i >= 0) this.#waiters.splice(i, 1)
+        this.#events.emit('acquireTimeout', { timeoutMs: this.options.acquireTimeoutMs })
         reject(new AcquireTimeoutError(this.options.acquireTimeoutMs))
       }, Math.max(0, deadline - Date.now()))
       const waiter: Waiter<C> = {

@@ -55,6 +55,12 @@ export class WarmconnDurableObject<Env extends WarmconnEnv = WarmconnEnv> extend
     return { url: this.env.DATABASE_URL, options: optionsFromEnv(this.env, { allow: workerEnvNames }) }
   }
 
+  /**
+   * Called once per instance with the holder it just made, before its first call: the place to
+   * watch it, e.g. `instrument(holder, { meterProvider })` from warmconn/otel.
+   */
+  protected onHolder(_holder: Holder<Sql>): void {}
+
   /** Runs one statement; rows come back as plain objects with `count` and `command`. */
   query(text: string, params: unknown[] = [], options: QueryOptions = {}): Promise<Reply<QueryResult>> {
     return this.#serve(
@@ -91,7 +97,10 @@ export class WarmconnDurableObject<Env extends WarmconnEnv = WarmconnEnv> extend
   async #serve<T>(check: () => void, fn: (holder: Holder<Sql>) => Promise<T>): Promise<Reply<T>> {
     try {
       check()
-      this.#db ??= holderFor(withObjectDefaults(this.connection()))
+      if (!this.#db) {
+        this.#db = holderFor(withObjectDefaults(this.connection()))
+        this.onHolder(this.#db.holder)
+      }
       return { ok: true, value: await fn(this.#db.holder) }
     } catch (err) {
       return { ok: false, error: encodeError(err, this.#db?.secrets ?? []) }
