@@ -34,7 +34,9 @@ export const METER_NAME = 'warmconn'
 /**
  * Reports a holder's pool metrics to OpenTelemetry until the returned function is called. The
  * gauges and counters are read from `holder.stats()` when the SDK collects (no cost per call);
- * the histograms are recorded from the holder's events.
+ * the histograms are recorded from the holder's events. Without `meterProvider` it uses the
+ * global one as it is at this call: register the SDK first (the API does not forward a provider
+ * registered later). Calling it again for the same holder and provider returns the same stop.
  * @example
  * import { instrument } from 'warmconn/otel'
  * const db = warmPostgres(process.env.DATABASE_URL)
@@ -44,7 +46,17 @@ export function instrument<C>(target: Instrumentable<C>, options: InstrumentOpti
   const holder = holderOf(target)
   checkOptions(options)
   const poolName = options.poolName ?? poolNameOf(holder.target)
-  const meter = (options.meterProvider ?? metrics.getMeterProvider()).getMeter(METER_NAME)
+  const provider = options.meterProvider ?? metrics.getMeterProvider()
+  // Called again for the same holder and provider (say, inside a handler, once per warm
+  // invocation): the first registration stands, so nothing is counted twice.
+  const registered = instrumented.get(holder) ?? new Map<MeterProvider, Registration>()
+  instrumented.set(holder, registered)
+  const earlier = registered.get(provider)
+  if (earlier) {
+    if (earlier.poolName !== poolName) throw new InvalidOptionError('poolName', `this holder already reports to this meter provider as "${earlier.poolName}"; call the stop function instrument() returned first`)
+    return earlier.stop
+  }
+  const meter = provider.getMeter(METER_NAME)
   const pool: Attributes = { [POOL_NAME]: poolName }
   const idle: Attributes = { ...pool, [STATE]: 'idle' }
   const used: Attributes = { ...pool, [STATE]: 'used' }
@@ -109,14 +121,24 @@ export function instrument<C>(target: Instrumentable<C>, options: InstrumentOpti
     holder.on('closeBroken', (e) => e.code === '57P05' && serverIdleCloses.add(1, pool)),
   ]
   let stopped = false
-  return () => {
+  const stop = () => {
     if (stopped) return
     stopped = true
     meter.removeBatchObservableCallback(observe, observables)
     for (const off of unsubscribe) off()
     borrowedAt.clear()
+    registered.delete(provider)
   }
+  registered.set(provider, { poolName, stop })
+  return stop
 }
+
+interface Registration {
+  poolName: string
+  stop: StopInstrumenting
+}
+/** Each holder's live registrations, by meter provider. */
+const instrumented = new WeakMap<object, Map<MeterProvider, Registration>>()
 
 const CLOSE_STATS = { idle: 'closedIdle', lifetime: 'closedLifetime', broken: 'closedBroken' } as const satisfies Record<string, keyof HolderStats>
 

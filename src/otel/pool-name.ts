@@ -11,5 +11,5 @@
  * @example poolNameOf('app@db.example.com:5432/shop') // 'db.example.com:5432/shop'
  */
 export function poolNameOf(target: string): string {
-  return target.replace(/^.*@(?=[^@/]*:\d+(?:,\d+)*\/)/s, '')
+  return target.replace(/^.*@(?=[^@/]*\/)/s, '')
 }
