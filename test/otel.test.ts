@@ -54,7 +54,8 @@ function postgresSubject(): Subject {
     holder: holder as Holder<unknown>,
     target: holder,
     app,
-    pid: () => holder.run(async (sql: Sql) => pidOf(await sql`select pg_backend_pid() as pid`)),
+    // Idempotent: a backend killed an instant before the call (its goodbye still in flight) is then replayed, not an error.
+    pid: () => holder.run(async (sql: Sql) => pidOf(await sql`select pg_backend_pid() as pid`), { idempotent: true }),
     hold: (started, gate) =>
       holder.run(async (sql: Sql) => {
         const pid = pidOf(await sql`select pg_backend_pid() as pid`)
@@ -75,7 +76,7 @@ function poolSubject(): Subject {
     holder: pool.holder as Holder<unknown>,
     target: pool,
     app,
-    pid: async () => pidOf(await pool.query<{ pid: number }>('select pg_backend_pid() as pid')),
+    pid: async () => pidOf(await pool.query<{ pid: number }>({ text: 'select pg_backend_pid() as pid', idempotent: true } as { text: string })),
     // pg's own way to hold a connection: connect() ... release().
     hold: async (started, gate) => {
       const client = await pool.connect()
