@@ -1,6 +1,7 @@
 /**
  * warmconn/otel with the real OpenTelemetry SDK (MeterProvider, PeriodicExportingMetricReader,
- * InMemoryMetricExporter) against a real PostgreSQL, for postgres.js (a holder) and pg (warmPool):
+ * InMemoryMetricExporter) against a real PostgreSQL, for postgres.js (a holder), pg (warmPool) and
+ * @neondatabase/serverless (a holder, over the WebSocket relay):
  * one scripted workload (cold start, warm calls, a call in progress, 3 callers on 1 connection, an
  * acquire timeout, a stale check, a killed backend, a call timeout, an idle close), after each
  * step every instrument read against what the server and `stats()` say. The Durable Object holder
@@ -12,15 +13,20 @@ import { warmPool } from '../src/drivers/pg.js'
 import { postgresDriver, type Sql } from '../src/drivers/postgres.js'
 import { Holder as HolderClass } from '../src/holder.js'
 import { instrument, poolNameOf } from '../src/otel/index.js'
+import { neonDriver } from '../src/drivers/neon.js'
 import { startPostgres, type TestPg } from './harness/pg.js'
+import { startRelay, type Relay } from './harness/relay.js'
 import { appName, eventually, sleep } from './helpers/core.js'
 import { pointOf, testMeter, type Reading, type TestMeter } from './helpers/otel.js'
 
 let pg: TestPg
+let relay: Relay
 beforeAll(async () => {
   pg = await startPostgres()
+  relay = await startRelay()
 })
 afterAll(async () => {
+  await relay?.close()
   await pg?.stop()
 })
 
@@ -94,6 +100,28 @@ function poolSubject(): Subject {
   }
 }
 
+/** @neondatabase/serverless over the local WebSocket relay that stands in for Neon's proxy. */
+function neonSubject(): Subject {
+  const app = appName('otel-neon')
+  const holder = new HolderClass(neonDriver(pg.urlFor({ params: { application_name: app } }), relay.neonConfig()), WORKLOAD)
+  const pidOf = (r: { rows: Array<{ pid: number }> }) => Number(r.rows[0]!.pid)
+  return {
+    holder: holder as Holder<unknown>,
+    target: holder,
+    app,
+    pid: () => holder.run(async (client) => pidOf(await client.query<{ pid: number }>('select pg_backend_pid() as pid')), { idempotent: true }),
+    hold: (started, gate) =>
+      holder.run(async (client) => {
+        const pid = pidOf(await client.query<{ pid: number }>('select pg_backend_pid() as pid'))
+        started(pid)
+        await gate
+        return pid
+      }),
+    sleepPast: (timeoutMs) => holder.run((client) => client.query('select pg_sleep(5)'), { timeoutMs }),
+    close: () => holder.close(),
+  }
+}
+
 /** A promise and the function that resolves it. */
 function latch<T = void>(): { promise: Promise<T>; open: (value: T) => void } {
   let open!: (value: T) => void
@@ -104,6 +132,7 @@ function latch<T = void>(): { promise: Promise<T>; open: (value: T) => void } {
 describe.each([
   ['postgres.js (a holder)', postgresSubject],
   ['pg (warmPool)', poolSubject],
+  ['@neondatabase/serverless (a holder)', neonSubject],
 ])('%s', (_label, make) => {
   let s: Subject
   let meter: TestMeter
