@@ -412,7 +412,7 @@ export class Holder<C> {
 
   /** #acquire for a call or lease that has started: not getting a connection is its failure. */
   async #take(idempotent: boolean, lazyOk: boolean, carried: ConnectTry | undefined): Promise<Slot<C>> {
-    // The clock is read only for a listener (warmconn/otel's wait_time): a warm call reads none.
+    // Read only for a listener (warmconn/otel's wait_time): without one, no extra clock read.
     const since = this.#events.has('acquire') ? performance.now() : -1
     try {
       const slot = await this.#acquire(idempotent, lazyOk, carried)
