@@ -11,7 +11,6 @@ import type { Holder, HolderStats } from '../holder.js'
 import { describe } from '../options.js'
 import { CLOSE_REASON, CLOSES, DURATIONS, GAUGES, OWN_COUNTERS, POOL_NAME, SECONDS_BUCKETS, SERVER_IDLE_CLOSES, STATE, TIMEOUTS } from './names.js'
 import { poolNameOf } from './pool-name.js'
-import { DeferredHistogram } from './deferred.js'
 
 export { poolNameOf } from './pool-name.js'
 
@@ -77,16 +76,7 @@ export function instrument<C>(target: Instrumentable<C>, options: InstrumentOpti
   const reasons = (['idle', 'lifetime', 'broken'] as const).map((reason) => ({ attributes: { ...pool, [CLOSE_REASON]: reason }, stat: CLOSE_STATS[reason] }))
   const maxConnections = holder.options.maxConnections
 
-  const histogram = (d: { name: string; unit: string; description: string }) =>
-    meter.createHistogram(d.name, { unit: d.unit, description: d.description, advice: { explicitBucketBoundaries: SECONDS_BUCKETS } })
-  const createTime = histogram(DURATIONS.create)
-  // One sample per call each: stored on the call, recorded into the SDK when it collects.
-  const waitTime = new DeferredHistogram(histogram(DURATIONS.wait), pool)
-  const useTime = new DeferredHistogram(histogram(DURATIONS.use), pool)
-
   const observe: BatchObservableCallback = (result) => {
-    waitTime.flush()
-    useTime.flush()
     const s = holder.stats()
     // "used": every connection that is not waiting in the holder, i.e. also one being opened or
     // checked for a caller; "idle": ready to be handed out at once.
@@ -104,6 +94,11 @@ export function instrument<C>(target: Instrumentable<C>, options: InstrumentOpti
   const observables: Observable[] = [count, idleMax, idleMin, max, limit, pending, closes, ...own.map((o) => o.counter)]
   meter.addBatchObservableCallback(observe, observables)
 
+  const histogram = (d: { name: string; unit: string; description: string }) =>
+    meter.createHistogram(d.name, { unit: d.unit, description: d.description, advice: { explicitBucketBoundaries: SECONDS_BUCKETS } })
+  const createTime = histogram(DURATIONS.create)
+  const waitTime = histogram(DURATIONS.wait)
+  const useTime = histogram(DURATIONS.use)
   const timeouts = meter.createCounter(TIMEOUTS.name, { unit: TIMEOUTS.unit, description: TIMEOUTS.description })
   const serverIdleCloses = meter.createCounter(SERVER_IDLE_CLOSES.name, { unit: SERVER_IDLE_CLOSES.unit, description: SERVER_IDLE_CLOSES.description })
   // When each connection was handed out: one caller holds a connection at a time, so its id is the key.
@@ -112,14 +107,14 @@ export function instrument<C>(target: Instrumentable<C>, options: InstrumentOpti
   const unsubscribe = [
     holder.on('connectSuccess', (e) => createTime.record(e.durationMs / 1000, pool)),
     holder.on('acquire', (e) => {
-      waitTime.record(e.waitMs / 1000)
+      waitTime.record(e.waitMs / 1000, pool)
       borrowedAt.set(e.connectionId, performance.now())
     }),
     holder.on('release', (e) => {
       const since = borrowedAt.get(e.connectionId)
       if (since === undefined) return // handed out before instrument() was called
       borrowedAt.delete(e.connectionId)
-      useTime.record((performance.now() - since) / 1000)
+      useTime.record((performance.now() - since) / 1000, pool)
     }),
     holder.on('acquireTimeout', () => timeouts.add(1, pool)),
     // The code is known when the driver reports it: pg and neon do, postgres.js does not.
@@ -129,9 +124,6 @@ export function instrument<C>(target: Instrumentable<C>, options: InstrumentOpti
   const stop = () => {
     if (stopped) return
     stopped = true
-    // What was measured so far still reaches the SDK.
-    waitTime.flush()
-    useTime.flush()
     meter.removeBatchObservableCallback(observe, observables)
     for (const off of unsubscribe) off()
     borrowedAt.clear()
