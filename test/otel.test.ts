@@ -5,7 +5,7 @@
  * one scripted workload (cold start, warm calls, a call in progress, 3 callers on 1 connection, an
  * acquire timeout, a stale check, a killed backend, a call timeout, an idle close), after each
  * step every instrument read against what the server and `stats()` say. The Durable Object holder
- * is in otel.durable-object.test.ts.
+ * is in workers.otel.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { AcquireTimeoutError, CallTimeoutError, InvalidOptionError, type Holder, type HolderStats } from '../src/index.js'
