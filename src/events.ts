@@ -22,6 +22,13 @@ export interface HolderEvents {
   connectRetry: { attempt: number; delayMs: number; code: string | undefined }
   /** Connecting failed for good (auth/config error, or retries exhausted). */
   connectFail: { attempts: number; code: string | undefined; kind: string }
+  /**
+   * A call or lease got its connection, `waitMs` (fractional) after asking: a connect, a ping or a
+   * wait in the queue included. Its clock is read only while someone listens.
+   */
+  acquire: { connectionId: number; waitMs: number }
+  /** A caller waited acquireTimeoutMs in the queue for a connection and failed (AcquireTimeoutError). */
+  acquireTimeout: { timeoutMs: number }
   /** A connection was handed out without any check beyond timestamps: zero extra round trips. */
   reuse: { connectionId: number; idleMs: number }
   /** A stale connection answered its ping and was handed out. */

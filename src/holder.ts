@@ -262,6 +262,11 @@ export class Holder<C> {
     return { ...this.#counts, open: this.#slots.size, inUse, waiting: this.#waiters.length, idle, expired }
   }
 
+  /** Where it connects, without credentials (`user@host:port/database`), as in its error messages. */
+  get target(): string {
+    return this.#driver.target
+  }
+
   /** Subscribes to a lifecycle event; returns the function that unsubscribes. */
   on<E extends HolderEventName>(event: E, listener: Listener<E>): () => void {
     return this.#events.on(event, listener)
@@ -332,8 +337,12 @@ export class Holder<C> {
 
   /** #acquire for a call or lease that has started: not getting a connection is its failure. */
   async #take(idempotent: boolean, lazyOk: boolean, carried: ConnectTry | undefined, shared = false): Promise<Slot<C>> {
+    // Read only for a listener (warmconn/otel's wait_time): without one, no extra clock read.
+    const since = this.#events.has('acquire') ? performance.now() : -1
     try {
-      return await this.#acquire(idempotent, lazyOk, carried, shared)
+      const slot = await this.#acquire(idempotent, lazyOk, carried, shared)
+      if (since >= 0) this.#events.emit('acquire', { connectionId: slot.id, waitMs: performance.now() - since })
+      return slot
     } catch (err) {
       this.#counts.failures++
       throw err
@@ -724,6 +733,7 @@ export class Holder<C> {
       const expire = setTimeout(() => {
         const i = this.#waiters.indexOf(waiter)
         if (i >= 0) this.#waiters.splice(i, 1)
+        this.#events.emit('acquireTimeout', { timeoutMs: this.options.acquireTimeoutMs })
         reject(new AcquireTimeoutError(this.options.acquireTimeoutMs))
       }, Math.max(0, deadline - Date.now()))
       const waiter: Waiter<C> = {
@@ -870,6 +880,7 @@ export class Holder<C> {
       joinable.sharers++
       this.#counts.reused++
       if (this.#events.has('reuse')) this.#events.emit('reuse', { connectionId: joinable.id, idleMs: 0 })
+      if (this.#events.has('acquire')) this.#events.emit('acquire', { connectionId: joinable.id, waitMs: 0 })
       return this.#sharedHeld(joinable)
     }
     const slot = await this.#take(idempotent, true, carried, true)

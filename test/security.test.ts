@@ -25,6 +25,7 @@ import { eventually } from './helpers/core.js'
 const EVENT_NAMES: Record<HolderEventName, true> = {
   connectSuccess: true, connectRetry: true, connectFail: true, reuse: true, revalidateSuccess: true, revalidateFail: true,
   closeIdle: true, closeLifetime: true, closeBroken: true, sessionReset: true, replay: true, callTimeout: true, release: true, close: true, warning: true,
+  acquire: true, acquireTimeout: true,
 }
 const EVENTS = Object.keys(EVENT_NAMES) as HolderEventName[]
 // A wrong password with every character a URL must escape, so each encoded form is scanned too.

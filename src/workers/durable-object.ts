@@ -57,6 +57,12 @@ export class WarmconnDurableObject<Env extends WarmconnEnv = WarmconnEnv> extend
   }
 
   /**
+   * Called once per instance with the holder it just made, before its first call: the place to
+   * watch it, e.g. `instrument(holder, { meterProvider })` from warmconn/otel.
+   */
+  protected onHolder(_holder: Holder<Sql>): void {}
+
+  /**
    * Runs one statement; rows come back as plain objects with `count` and `command`. Concurrent
    * requests' statements are pipelined on the object's connection (holder.shared); one that
    * opens a transaction or changes the session gets the connection to itself (and a reset after).
@@ -99,7 +105,10 @@ export class WarmconnDurableObject<Env extends WarmconnEnv = WarmconnEnv> extend
   async #serve<T>(check: () => void, fn: (holder: Holder<Sql>) => Promise<T>): Promise<Reply<T>> {
     try {
       check()
-      this.#db ??= holderFor(withObjectDefaults(this.connection()))
+      if (!this.#db) {
+        this.#db = holderFor(withObjectDefaults(this.connection()))
+        this.onHolder(this.#db.holder)
+      }
       return { ok: true, value: await fn(this.#db.holder) }
     } catch (err) {
       return { ok: false, error: encodeError(err, this.#db?.secrets ?? []) }
