@@ -1,0 +1,157 @@
+/**
+ * The README is true as pasted. Every TypeScript/JavaScript block of README.md
+ * (test/helpers/readme-blocks.ts finds them, so a new block is covered without editing this file)
+ * is written, unchanged, into an application folder that has warmconn installed from its packed
+ * tarball (test/harness/packed.ts) and the packages the block imports linked from this project,
+ * and type-checked there with `tsc --strict` as a user's project would:
+ *   Node blocks     @types/node, NodeNext modules
+ *   Workers blocks  @cloudflare/workers-types as the global types, no Node types
+ *   Bun, Deno       @types/node plus the few runtime globals the examples call (BUN_DENO_GLOBALS;
+ *                   the runtimes' own types are not installed here); Deno's `npm:x` is `x`
+ * A block marked partial (`// You fill in: ...`) may miss exactly the names it lists, nothing else.
+ * Then every complete Node block runs in a child Node process of its own against the test
+ * PostgreSQL (DATABASE_URL), its top-level code and all, followed by `closeAll()`: it must end
+ * with code 0, nothing on stderr, and the process must exit by itself.
+ */
+import { execFileSync, spawn } from 'node:child_process'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { packAndInstall, ROOT, type Packed } from './harness/packed.js'
+import { startPostgres, type TestPg } from './harness/pg.js'
+import { readmeBlocks, type BlockRuntime, type ReadmeBlock } from './helpers/readme-blocks.js'
+
+const blocks = readmeBlocks(readFileSync(join(ROOT, 'README.md'), 'utf8'))
+/** Types a user installs beside the packages (the README says which: @types/aws-lambda, @cloudflare/workers-types...). */
+const TYPE_PACKAGES = ['@types/node', '@types/pg', '@types/ws', '@types/aws-lambda', '@cloudflare/workers-types']
+const TSC = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc')
+/** A hang detector for one block's run, not a speed figure. */
+const RUN_TIMEOUT_MS = 30_000
+
+const BUN_DENO_GLOBALS = `
+declare namespace Bun {
+  interface Server { stop(closeActiveConnections?: boolean): Promise<void> }
+  function serve(options: { port?: number; fetch(request: Request): Response | Promise<Response> }): Server
+}
+declare namespace Deno {
+  const env: { get(key: string): string | undefined }
+  function serve(handler: (request: Request) => Response | Promise<Response>): unknown
+}
+`
+
+const COMMON = { strict: true, target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', skipLibCheck: true, esModuleInterop: true, noEmit: true }
+const CONFIGS: Record<BlockRuntime, Record<string, unknown>> = {
+  node: { ...COMMON, lib: ['ES2023'], types: ['node'], noEmit: false, outDir: 'out/node', rootDir: 'blocks/node' },
+  workers: { ...COMMON, lib: ['ES2023'], types: ['@cloudflare/workers-types'] },
+  bun: { ...COMMON, lib: ['ES2023', 'DOM'], types: ['node'] },
+  deno: { ...COMMON, lib: ['ES2023', 'DOM'], types: ['node'] },
+}
+
+let packed: Packed
+let pg: TestPg
+/** tsc's diagnostics per block id; and those in no block's file (a .d.ts of warmconn or a peer). */
+const diagnostics = new Map<string, string[]>()
+const elsewhere: string[] = []
+
+beforeAll(async () => {
+  const wanted = new Set([...blocks.flatMap((b) => b.packages), ...TYPE_PACKAGES])
+  wanted.delete('warmconn')
+  packed = packAndInstall([...wanted])
+  const missing = [...wanted].filter((name) => !packed.link(name))
+  if (missing.length > 0) throw new Error(`README examples import packages this project does not install: ${missing.join(', ')}`)
+  for (const runtime of Object.keys(CONFIGS) as BlockRuntime[]) {
+    const mine = blocks.filter((b) => b.runtime === runtime)
+    if (mine.length === 0) continue
+    const dir = join(packed.app, 'blocks', runtime)
+    mkdirSync(dir, { recursive: true })
+    for (const block of mine) writeFileSync(join(dir, `${block.id}.ts`), runtime === 'deno' ? block.code.replace(/(from\s+['"])npm:/g, '$1') : block.code)
+    const files = mine.map((b) => `blocks/${runtime}/${b.id}.ts`)
+    if (runtime === 'bun' || runtime === 'deno') {
+      writeFileSync(join(packed.app, 'blocks', `${runtime}-globals.d.ts`), BUN_DENO_GLOBALS)
+      files.push(`blocks/${runtime}-globals.d.ts`)
+    }
+    writeFileSync(join(packed.app, `tsconfig.${runtime}.json`), JSON.stringify({ compilerOptions: CONFIGS[runtime], files }, null, 2))
+    for (const line of tsc(`tsconfig.${runtime}.json`)) {
+      const file = /^blocks\/\w+\/([\w-]+)\.ts\(/.exec(line)?.[1]
+      if (file) diagnostics.set(file, [...(diagnostics.get(file) ?? []), line])
+      else elsewhere.push(`${runtime}: ${line}`)
+    }
+  }
+  pg = await startPostgres()
+  await pg.admin`create table users (id int primary key, name text not null)`
+  await pg.admin`insert into users values (1, 'Ada')`
+  await pg.admin`grant all on users to app`
+}, 240_000)
+
+afterAll(async () => {
+  await pg?.stop()
+  packed?.remove()
+})
+
+/** tsc's error lines (continuation lines joined), empty when it passes. */
+function tsc(config: string): string[] {
+  try {
+    execFileSync(process.execPath, [TSC, '-p', config, '--pretty', 'false'], { cwd: packed.app, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+    return []
+  } catch (error) {
+    const out = String((error as { stdout?: unknown }).stdout ?? '') + String((error as { stderr?: unknown }).stderr ?? '')
+    return out.split(/\n(?=\S)/).map((l) => l.trim()).filter(Boolean)
+  }
+}
+
+/** A diagnostic a partial block is allowed: a name or module it says the reader fills in is missing. */
+function isFillIn(block: ReadmeBlock, line: string): boolean {
+  if (!/error TS(2304|2307|2552|2503|2580|2792):/.test(line)) return false
+  return block.fillIns.some((name) => line.includes(`'${name}'`) || line.includes(`"${name}"`))
+}
+
+function runnable(block: ReadmeBlock): boolean {
+  return block.runtime === 'node' && block.fillIns.length === 0
+}
+
+describe('README.md examples', () => {
+  it('has examples, and warmconn\'s own type declarations and the linked packages type-check under --strict (no diagnostic outside the examples)', () => {
+    expect(blocks.length).toBeGreaterThanOrEqual(10)
+    expect(elsewhere).toEqual([])
+  })
+
+  it.each(blocks.map((b) => [`${b.id} (line ${b.line}, ${b.runtime}${b.fillIns.length > 0 ? `, reader fills in ${b.fillIns.join(', ')}` : ''})`, b] as const))(
+    '%s: type-checks under --strict as pasted',
+    (_, block) => {
+      const errors = diagnostics.get(block.id) ?? []
+      expect(errors.filter((line) => !isFillIn(block, line))).toEqual([])
+      // A fill-in the block no longer needs is a stale mark: the reader would look for it in vain.
+      for (const name of block.fillIns) expect(errors.some((line) => line.includes(`'${name}'`) || line.includes(`"${name}"`)), `fill-in ${name} is not missing`).toBe(true)
+    },
+  )
+
+  it.each(blocks.filter(runnable).map((b) => [`${b.id} (line ${b.line})`, b] as const))(
+    '%s: runs on Node against PostgreSQL, and the process ends by itself after closeAll()',
+    async (_, block) => {
+      expect(diagnostics.get(block.id) ?? []).toEqual([])
+      const file = join(packed.app, 'out', 'node', `${block.id}.js`)
+      const script = `await import(${JSON.stringify(file)}); const { closeAll } = await import('warmconn'); await closeAll(); console.log('done')`
+      const result = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve, reject) => {
+        const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+          cwd: packed.app,
+          // The user's environment: a URL, nothing of the test run's.
+          env: { PATH: process.env.PATH ?? '', HOME: packed.dir, DATABASE_URL: pg.appUrl },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        })
+        let stdout = ''
+        let stderr = ''
+        child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c))
+        child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c))
+        const hang = setTimeout(() => child.kill('SIGKILL'), RUN_TIMEOUT_MS)
+        child.once('error', reject)
+        child.once('exit', (code, signal) => {
+          clearTimeout(hang)
+          resolve({ code, signal, stdout, stderr })
+        })
+      })
+      expect(result.stderr).toBe('')
+      expect(result).toMatchObject({ code: 0, signal: null })
+      expect(result.stdout).toContain('done')
+    },
+  )
+})
