@@ -46,6 +46,25 @@ describe('the packed package', () => {
     }
   })
 
+  it('ships what a published package needs: the MIT LICENSE, the README, and package.json with repository, homepage, bugs and keywords', () => {
+    for (const file of ['LICENSE', 'README.md', 'package.json']) expect(packed).toContain(file)
+    const license = readFileSync(join(app, 'node_modules', pkg.name, 'LICENSE'), 'utf8')
+    expect(license).toMatch(/^MIT License\n\nCopyright \(c\) 2026 the warmconn authors\n/)
+    const manifest = JSON.parse(readFileSync(join(app, 'node_modules', pkg.name, 'package.json'), 'utf8')) as Record<string, unknown>
+    expect(manifest).toMatchObject({ license: 'MIT', repository: { type: 'git', url: 'git+https://github.com/warmconn/warmconn.git' }, homepage: expect.stringMatching(/^https:\/\/github\.com\/warmconn\/warmconn/), bugs: { url: expect.stringMatching(/^https:\/\//) } })
+    expect((manifest.keywords as string[]).length).toBeGreaterThan(3)
+  })
+
+  it('its README reads right on the npm page: every link to a file is absolute or into the tarball, and every file of the repository it names outside the tarball is a repository link', () => {
+    const readme = readFileSync(join(app, 'node_modules', pkg.name, 'README.md'), 'utf8')
+    const prose = readme.replace(/^```[\s\S]*?^```/gm, '')
+    const relative = [...prose.matchAll(/\]\(([^)#\s]+)[^)]*\)/g)].map((m) => m[1]!).filter((target) => !/^[a-z]+:/.test(target))
+    expect(relative.filter((target) => !packed.includes(target.replace(/^\.\//, '')))).toEqual([])
+    // A code span naming a file of the checkout (`test/lambda.test.ts`, `wrangler.toml`) that is not a link's text.
+    const named = [...prose.matchAll(/(^|[^[])`((?:functions|test|bench|scripts|soak|src|\.ci)\/[\w./-]*|wrangler\.toml)`/gm)].map((m) => m[2]!)
+    expect(named).toEqual([])
+  })
+
   it('the entry points that cannot load in Node are still entry points (a stale exclusion is caught)', () => {
     for (const entry of Object.keys(NOT_IN_NODE)) expect(entries).toContain(entry)
     expect(entries.filter((e) => !(e in NOT_IN_NODE)).length).toBeGreaterThanOrEqual(4)

@@ -10,8 +10,9 @@
  *                   the runtimes' own types are not installed here); Deno's `npm:x` is `x`
  * A block marked partial (`// You fill in: ...`) may miss exactly the names it lists, nothing else.
  * Then every complete Node block runs in a child Node process of its own against the test
- * PostgreSQL (DATABASE_URL), its top-level code and all, followed by `closeAll()`: it must end
- * with code 0, nothing on stderr, and the process must exit by itself.
+ * PostgreSQL (DATABASE_URL): its top-level code, then what EXERCISES calls of its exports (a
+ * query that must return the table's row), then `closeAll()`: it must end with code 0, nothing
+ * on stderr, and the process must exit by itself.
  */
 import { execFileSync, spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -25,6 +26,19 @@ const blocks = readmeBlocks(readFileSync(join(ROOT, 'README.md'), 'utf8'))
 /** Types a user installs beside the packages (the README says which: @types/aws-lambda, @cloudflare/workers-types...). */
 const TYPE_PACKAGES = ['@types/node', '@types/pg', '@types/ws', '@types/aws-lambda', '@cloudflare/workers-types']
 const TSC = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc')
+/**
+ * What a run does with a block's exports after loading it, for the blocks that export something
+ * to call (by block id; a block without an entry is loaded, which runs its top-level code, and
+ * closed). Each prints what it got; the users table holds one row, Ada.
+ */
+const EXERCISES: Record<string, string> = {
+  'ten-lines': 'console.log(JSON.stringify(await m.handler({ id: 1 })))',
+  'aws-lambda': "console.log(JSON.stringify(await m.handler({ rawPath: '/' }, {})), JSON.stringify(await (await import('warmconn/postgres')).warmPostgres(process.env.DATABASE_URL).run((sql) => sql`select name from users`)))",
+  'node-postgres-pg': 'console.log(JSON.stringify(await m.user(1)))',
+  drizzle: "const { sql } = await import('drizzle-orm'); console.log(JSON.stringify(await m.db.execute(sql`select name from users where id = 1`)))",
+  kysely: "console.log(JSON.stringify(await m.db.selectFrom('users').select('name').execute())); await m.db.destroy()",
+}
+const EXPECTED_OUTPUT: Record<string, string> = { 'ten-lines': 'Ada', 'aws-lambda': '"statusCode":200', 'node-postgres-pg': 'Ada', drizzle: 'Ada', kysely: 'Ada' }
 /** A hang detector for one block's run, not a speed figure. */
 const RUN_TIMEOUT_MS = 30_000
 
@@ -57,7 +71,9 @@ beforeAll(async () => {
   const wanted = new Set([...blocks.flatMap((b) => b.packages), ...TYPE_PACKAGES])
   wanted.delete('warmconn')
   packed = packAndInstall([...wanted])
-  const missing = [...wanted].filter((name) => !packed.link(name))
+  // A package that ships no code of its own for types (`aws-lambda`) is its @types package.
+  const typesOf = (name: string) => `@types/${name.startsWith('@') ? name.slice(1).replace('/', '__') : name}`
+  const missing = [...wanted].filter((name) => !packed.link(name) && !packed.link(typesOf(name)))
   if (missing.length > 0) throw new Error(`README examples import packages this project does not install: ${missing.join(', ')}`)
   for (const runtime of Object.keys(CONFIGS) as BlockRuntime[]) {
     const mine = blocks.filter((b) => b.runtime === runtime)
@@ -113,6 +129,8 @@ describe('README.md examples', () => {
   it('has examples, and warmconn\'s own type declarations and the linked packages type-check under --strict (no diagnostic outside the examples)', () => {
     expect(blocks.length).toBeGreaterThanOrEqual(10)
     expect(elsewhere).toEqual([])
+    // An exercise for a block that is gone or renamed would silently stop running.
+    expect(Object.keys(EXERCISES).filter((id) => !blocks.some((b) => b.id === id && runnable(b)))).toEqual([])
   })
 
   it.each(blocks.map((b) => [`${b.id} (line ${b.line}, ${b.runtime}${b.fillIns.length > 0 ? `, reader fills in ${b.fillIns.join(', ')}` : ''})`, b] as const))(
@@ -130,7 +148,7 @@ describe('README.md examples', () => {
     async (_, block) => {
       expect(diagnostics.get(block.id) ?? []).toEqual([])
       const file = join(packed.app, 'out', 'node', `${block.id}.js`)
-      const script = `await import(${JSON.stringify(file)}); const { closeAll } = await import('warmconn'); await closeAll(); console.log('done')`
+      const script = `const m = await import(${JSON.stringify(file)}); ${EXERCISES[block.id] ?? ''}; const { closeAll } = await import('warmconn'); await closeAll(); console.log('done')`
       const result = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve, reject) => {
         const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
           cwd: packed.app,
@@ -152,6 +170,7 @@ describe('README.md examples', () => {
       expect(result.stderr).toBe('')
       expect(result).toMatchObject({ code: 0, signal: null })
       expect(result.stdout).toContain('done')
+      if (EXPECTED_OUTPUT[block.id]) expect(result.stdout).toContain(EXPECTED_OUTPUT[block.id])
     },
   )
 })

@@ -5,7 +5,7 @@
  *
  * A block that is deliberately partial says so in its first line, for the reader as much as for
  * the test: `// You fill in: \`Name\` (what it is), \`./module.js\` (where it comes from)`. The
- * back-quoted names are what the reader supplies; the test then accepts exactly "cannot find name
+ * back-quoted names outside parentheses are what the reader supplies; the test then accepts exactly "cannot find name
  * / module" for those names and checks everything else in the block.
  *
  * Where a block runs comes from what it uses: `warmconn/workers`, `ExecutionContext` or a
@@ -53,7 +53,9 @@ export function readmeBlocks(markdown: string): ReadmeBlock[] {
     const code = lines.slice(i + 1, end).join('\n') + '\n'
     if (LANGS.has(lang)) {
       const first = code.split('\n', 1)[0]!
-      const fillIns = first.startsWith(FILL_IN_MARK) ? [...first.matchAll(/`([^`]+)`/g)].map((m) => m[1]!) : []
+      // The names are the back-quoted words outside parentheses; what is in them explains.
+      const named = first.slice(FILL_IN_MARK.length).replace(/\([^)]*\)/g, '')
+      const fillIns = first.startsWith(FILL_IN_MARK) ? [...named.matchAll(/`([^`]+)`/g)].map((m) => m[1]!) : []
       const slug = heading.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'top'
       const n = (seen.get(slug) ?? 0) + 1
       seen.set(slug, n)
