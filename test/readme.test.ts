@@ -9,6 +9,9 @@
  *   Bun, Deno       @types/node plus the few runtime globals the examples call (BUN_DENO_GLOBALS;
  *                   the runtimes' own types are not installed here); Deno's `npm:x` is `x`
  * A block marked partial (`// You fill in: ...`) may miss exactly the names it lists, nothing else.
+ * The Bun and Deno blocks (servers) run, as pasted, in Bun and Deno from .ci/runtimes (skipped
+ * with a note without them, a failure on CI): one request must answer from PostgreSQL, and on
+ * SIGTERM the Bun one, which closes its server and calls closeAll(), must exit by itself.
  * Then every complete Node block runs in a child Node process of its own against the test
  * PostgreSQL (DATABASE_URL): its top-level code, then what EXERCISES calls of its exports (a
  * query that must return the table's row), then `closeAll()`: it must end with code 0, nothing
@@ -20,6 +23,9 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { packAndInstall, ROOT, type Packed } from './harness/packed.js'
 import { startPostgres, type TestPg } from './harness/pg.js'
+import { freePort } from './harness/ports.js'
+import { runtime, runtimeRequirement } from './harness/runtimes.js'
+import { requires } from './helpers/requires.js'
 import { readmeBlocks, type BlockRuntime, type ReadmeBlock } from './helpers/readme-blocks.js'
 
 const blocks = readmeBlocks(readFileSync(join(ROOT, 'README.md'), 'utf8'))
@@ -39,6 +45,8 @@ const EXERCISES: Record<string, string> = {
   kysely: "console.log(JSON.stringify(await m.db.selectFrom('users').select('name').execute())); await m.db.destroy()",
 }
 const EXPECTED_OUTPUT: Record<string, string> = { 'ten-lines': 'Ada', 'aws-lambda': '"statusCode":200', 'node-postgres-pg': 'Ada', drizzle: 'Ada', kysely: 'Ada' }
+/** From SIGTERM to the Bun example's exit (server.stop(), closeAll(), then nothing left). */
+const BUN_EXIT_BOUND_MS = 2_000
 /** A hang detector for one block's run, not a speed figure. */
 const RUN_TIMEOUT_MS = 30_000
 
@@ -174,3 +182,63 @@ describe('README.md examples', () => {
     },
   )
 })
+
+/** How each other runtime runs a server block on a port of our choosing (PORT / DENO_SERVE_ADDRESS: the runtimes' own). */
+const SERVERS = {
+  bun: {
+    command: (file: string): [string, string[]] => [runtime('bun').bin!, [file]],
+    env: (port: number) => ({ PORT: String(port), BUN_RUNTIME_TRANSPILER_CACHE_PATH: '0' }),
+  },
+  deno: {
+    // -A: network, environment and file reads; --no-lock: no deno.lock written. `npm:` resolves from node_modules.
+    command: (file: string): [string, string[]] => [runtime('deno').bin!, ['run', '-A', '--no-lock', file]],
+    env: (port: number) => ({ DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}`, DENO_NO_UPDATE_CHECK: '1', DENO_NO_PROMPT: '1', DENO_DIR: join(packed.dir, 'deno-cache') }),
+  },
+} as const
+
+for (const id of ['bun', 'deno'] as const) {
+  describe(`README.md examples in ${runtime(id).label}`, requires(runtimeRequirement(id)), () => {
+    it.each(blocks.filter((b) => b.runtime === id).map((b) => [`${b.id} (line ${b.line})`, b] as const))(
+      '%s: serves a request from PostgreSQL, as pasted' + (id === 'bun' ? ', and exits by itself on SIGTERM' : ''),
+      async (_, block) => {
+        const file = join(packed.app, `${block.id}.ts`)
+        writeFileSync(file, block.code)
+        const port = await freePort()
+        const child = spawn(SERVERS[id].command(file)[0], SERVERS[id].command(file)[1], {
+          cwd: packed.app,
+          env: { PATH: process.env.PATH ?? '', HOME: packed.dir, DATABASE_URL: pg.appUrl, ...SERVERS[id].env(port) },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        })
+        let output = ''
+        child.stdout.setEncoding('utf8').on('data', (c: string) => (output += c))
+        child.stderr.setEncoding('utf8').on('data', (c: string) => (output += c))
+        const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+        const hang = setTimeout(() => child.kill('SIGKILL'), RUN_TIMEOUT_MS)
+        try {
+          let body: { now?: unknown } | undefined
+          for (let i = 0; i < 200 && body === undefined && child.exitCode === null; i++) {
+            body = await fetch(`http://127.0.0.1:${port}/`).then(
+              async (res) => (res.status === 200 ? ((await res.json()) as { now?: unknown }) : { now: `status ${res.status}` }),
+              () => new Promise<undefined>((resolve) => setTimeout(resolve, 100)),
+            )
+          }
+          expect(body, output).toBeDefined()
+          expect(Number.isNaN(Date.parse(String(body!.now))), output).toBe(false)
+          child.kill('SIGTERM')
+          const termAt = performance.now()
+          const exit = await exited
+          if (id === 'bun') {
+            expect(exit, output).toEqual({ code: 0, signal: null })
+            // A bound on process exit, not a speed figure: a timer left by the close kept it up closeTimeoutMs (5 s).
+            expect(performance.now() - termAt).toBeLessThan(BUN_EXIT_BOUND_MS)
+          }
+          else expect(exit.code !== null || exit.signal !== null).toBe(true)
+        } finally {
+          clearTimeout(hang)
+          if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+          await exited
+        }
+      },
+    )
+  })
+}
