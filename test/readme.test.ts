@@ -9,6 +9,9 @@
  *   Bun, Deno       @types/node plus the few runtime globals the examples call (BUN_DENO_GLOBALS;
  *                   the runtimes' own types are not installed here); Deno's `npm:x` is `x`
  * A block marked partial (`// You fill in: ...`) may miss exactly the names it lists, nothing else.
+ * The Workers blocks run in Miniflare (workerd), bundled from the application folder as wrangler
+ * would, with the bindings they name (DATABASE_URL, the WARMCONN Durable Object, HYPERDRIVE): one
+ * request must answer 200 from PostgreSQL.
  * The Bun and Deno blocks (servers) run, as pasted, in Bun and Deno from .ci/runtimes (skipped
  * with a note without them, a failure on CI): one request must answer from PostgreSQL, and on
  * SIGTERM the Bun one, which closes its server and calls closeAll(), must exit by itself.
@@ -26,6 +29,7 @@ import { startPostgres, type TestPg } from './harness/pg.js'
 import { freePort } from './harness/ports.js'
 import { runtime, runtimeRequirement } from './harness/runtimes.js'
 import { requires } from './helpers/requires.js'
+import { startWorker } from './harness/worker.js'
 import { readmeBlocks, type BlockRuntime, type ReadmeBlock } from './helpers/readme-blocks.js'
 
 const blocks = readmeBlocks(readFileSync(join(ROOT, 'README.md'), 'utf8'))
@@ -242,3 +246,25 @@ for (const id of ['bun', 'deno'] as const) {
     )
   })
 }
+
+describe('README.md Workers examples in Miniflare', () => {
+  it.each(blocks.filter((b) => b.runtime === 'workers' && b.fillIns.length === 0).map((b) => [`${b.id} (line ${b.line})`, b] as const))(
+    '%s: answers a request from PostgreSQL, as pasted',
+    async (_, block) => {
+      const entry = join(packed.app, 'blocks', 'workers', `${block.id}.ts`)
+      const worker = await startWorker({
+        entry,
+        bindings: { DATABASE_URL: pg.appUrl },
+        hyperdrives: /\bHYPERDRIVE\b/.test(block.code) ? { HYPERDRIVE: pg.appUrl } : {},
+        durableObjects: /export\s*\{\s*WarmconnDurableObject\s*\}/.test(block.code) ? { WARMCONN: 'WarmconnDurableObject' } : {},
+      })
+      try {
+        const res = await worker.fetch('GET', '/')
+        expect(res.status, `${res.text}\n${worker.output()}`).toBe(200)
+        expect(res.text).toMatch(/Ada|\d{4}-\d\d-\d\d/)
+      } finally {
+        await worker.dispose()
+      }
+    },
+  )
+})
