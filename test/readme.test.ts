@@ -94,6 +94,11 @@ beforeAll(async () => {
     mkdirSync(dir, { recursive: true })
     for (const block of mine) writeFileSync(join(dir, `${block.id}.ts`), runtime === 'deno' ? block.code.replace(/(from\s+['"])npm:/g, '$1') : block.code)
     const files = mine.map((b) => `blocks/${runtime}/${b.id}.ts`)
+    // The README says a Workers block's types may equally be the globals (`wrangler types`): the same block without its type import.
+    for (const block of mine.filter(hasTypeImport)) {
+      writeFileSync(join(dir, `${block.id}--global-types.ts`), block.code.replace(TYPE_IMPORT, ''))
+      files.push(`blocks/${runtime}/${block.id}--global-types.ts`)
+    }
     if (runtime === 'bun' || runtime === 'deno') {
       writeFileSync(join(packed.app, 'blocks', `${runtime}-globals.d.ts`), BUN_DENO_GLOBALS)
       files.push(`blocks/${runtime}-globals.d.ts`)
@@ -133,6 +138,11 @@ function isFillIn(block: ReadmeBlock, line: string): boolean {
   return block.fillIns.some((name) => line.includes(`'${name}'`) || line.includes(`"${name}"`))
 }
 
+const TYPE_IMPORT = /^import type \{[^}]*\} from '@cloudflare\/workers-types'\n/m
+function hasTypeImport(block: ReadmeBlock): boolean {
+  return block.runtime === 'workers' && TYPE_IMPORT.test(block.code)
+}
+
 function runnable(block: ReadmeBlock): boolean {
   return block.runtime === 'node' && block.fillIns.length === 0
 }
@@ -152,6 +162,13 @@ describe('README.md examples', () => {
       expect(errors.filter((line) => !isFillIn(block, line))).toEqual([])
       // A fill-in the block no longer needs is a stale mark: the reader would look for it in vain.
       for (const name of block.fillIns) expect(errors.some((line) => line.includes(`'${name}'`) || line.includes(`"${name}"`)), `fill-in ${name} is not missing`).toBe(true)
+    },
+  )
+
+  it.each(blocks.filter(hasTypeImport).map((b) => [`${b.id} (line ${b.line})`, b] as const))(
+    '%s: type-checks as well with the global @cloudflare/workers-types names instead of its type import (an Env from wrangler types)',
+    (_, block) => {
+      expect(diagnostics.get(`${block.id}--global-types`) ?? []).toEqual([])
     },
   )
 
