@@ -12,6 +12,7 @@ import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startPostgres, type TestPg } from './harness/pg.js'
+import { startRelay, type Relay } from './harness/relay.js'
 import { SCENARIOS, type Scenario } from './shutdown/child.js'
 
 const CHILD = fileURLToPath(new URL('./shutdown/child.ts', import.meta.url))
@@ -22,10 +23,13 @@ const EXIT_BOUND_MS = 200
 const CHILD_TIMEOUT_MS = 30_000
 
 let pg: TestPg
+let relay: Relay
 beforeAll(async () => {
   pg = await startPostgres()
+  relay = await startRelay()
 })
 afterAll(async () => {
+  await relay?.close()
   await pg?.stop()
 })
 
@@ -39,7 +43,7 @@ interface Run {
 
 function run(scenario: Scenario): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', tsx, CHILD, scenario, pg.appUrl], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, ['--import', tsx, CHILD, scenario, pg.appUrl, String(relay.port)], { stdio: ['ignore', 'pipe', 'pipe'] })
     let closedAt: number | undefined
     let stdout = ''
     let stderr = ''
