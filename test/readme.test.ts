@@ -8,7 +8,9 @@
  *   Workers blocks  @cloudflare/workers-types as the global types, no Node types
  *   Bun, Deno       @types/node plus the few runtime globals the examples call (BUN_DENO_GLOBALS;
  *                   the runtimes' own types are not installed here); Deno's `npm:x` is `x`
- * A block marked partial (`// You fill in: ...`) may miss exactly the names it lists, nothing else.
+ * A block marked partial (`// You fill in: ...`) may miss exactly the names it lists, nothing else;
+ * where the test can supply a fill-in as the reader would (PROVIDED: Prisma's generated client),
+ * it does, and the block is then checked and run in full.
  * The Workers blocks run in Miniflare (workerd), bundled from the application folder as wrangler
  * would, with the bindings they name (DATABASE_URL, the WARMCONN Durable Object, HYPERDRIVE): one
  * request must answer 200 from PostgreSQL.
@@ -47,8 +49,9 @@ const EXERCISES: Record<string, string> = {
   'node-postgres-pg': 'console.log(JSON.stringify(await m.user(1)))',
   drizzle: "const { sql } = await import('drizzle-orm'); console.log(JSON.stringify(await m.db.execute(sql`select name from users where id = 1`)))",
   kysely: "console.log(JSON.stringify(await m.db.selectFrom('users').select('name').execute())); await m.db.destroy()",
+  prisma: 'console.log(JSON.stringify(await m.prisma.user.findMany())); await m.prisma.$disconnect()',
 }
-const EXPECTED_OUTPUT: Record<string, string> = { 'ten-lines': 'Ada', 'aws-lambda': '"statusCode":200', 'node-postgres-pg': 'Ada', drizzle: 'Ada', kysely: 'Ada' }
+const EXPECTED_OUTPUT: Record<string, string> = { 'ten-lines': 'Ada', 'aws-lambda': '"statusCode":200', 'node-postgres-pg': 'Ada', drizzle: 'Ada', kysely: 'Ada', prisma: 'Ada' }
 /** From SIGTERM to the Bun example's exit (server.stop(), closeAll(), then nothing left). */
 const BUN_EXIT_BOUND_MS = 2_000
 /** A hang detector for one block's run, not a speed figure. */
@@ -65,6 +68,36 @@ declare namespace Deno {
 }
 `
 
+/**
+ * Fill-ins the test can supply the way the reader would, so that the block is checked and run in
+ * full: Prisma's generated client, from a schema for the users table, by the project's own
+ * `prisma generate` (offline, as test/orm/prisma-client.ts runs it). Keyed by the fill-in's name;
+ * `dir` is the folder of the block's file.
+ */
+const PROVIDED: Record<string, (dir: string) => void> = {
+  './generated/prisma/client.js': (dir) => {
+    const work = join(dir, '.prisma-schema')
+    mkdirSync(work, { recursive: true })
+    const schema = join(work, 'schema.prisma')
+    writeFileSync(
+      schema,
+      `generator client {\n  provider = "prisma-client"\n  output = "${join(dir, 'generated', 'prisma')}"\n  moduleFormat = "esm"\n  importFileExtension = "js"\n}\n` +
+        `datasource db {\n  provider = "postgresql"\n}\n` +
+        `model User {\n  id   Int    @id\n  name String\n  @@map("users")\n}\n`,
+    )
+    // The CLI would download a schema engine it does not need for `generate` unless one is named.
+    const engineStub = join(work, 'schema-engine-stub')
+    writeFileSync(engineStub, '#!/bin/sh\nexit 1\n', { mode: 0o755 })
+    execFileSync(process.execPath, [join(ROOT, 'node_modules', 'prisma', 'build', 'index.js'), 'generate', '--schema', schema], {
+      cwd: packed.app,
+      env: { ...process.env, PRISMA_SCHEMA_ENGINE_BINARY: engineStub, PRISMA_ENGINES_CHECKSUM_IGNORE_MISSING: '1', PRISMA_HIDE_UPDATE_MESSAGE: '1', CHECKPOINT_DISABLE: '1' },
+      stdio: 'pipe',
+      timeout: 60_000,
+    })
+  },
+}
+const PROVIDED_PACKAGES = ['@prisma/client']
+
 const COMMON = { strict: true, target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', skipLibCheck: true, esModuleInterop: true, noEmit: true }
 const CONFIGS: Record<BlockRuntime, Record<string, unknown>> = {
   node: { ...COMMON, lib: ['ES2023'], types: ['node'], noEmit: false, outDir: 'out/node', rootDir: 'blocks/node' },
@@ -80,7 +113,7 @@ const diagnostics = new Map<string, string[]>()
 const elsewhere: string[] = []
 
 beforeAll(async () => {
-  const wanted = new Set([...blocks.flatMap((b) => b.packages), ...TYPE_PACKAGES])
+  const wanted = new Set([...blocks.flatMap((b) => b.packages), ...TYPE_PACKAGES, ...PROVIDED_PACKAGES])
   wanted.delete('warmconn')
   packed = packAndInstall([...wanted])
   // A package that ships no code of its own for types (`aws-lambda`) is its @types package.
@@ -94,6 +127,7 @@ beforeAll(async () => {
     mkdirSync(dir, { recursive: true })
     for (const block of mine) writeFileSync(join(dir, `${block.id}.ts`), runtime === 'deno' ? block.code.replace(/(from\s+['"])npm:/g, '$1') : block.code)
     const files = mine.map((b) => `blocks/${runtime}/${b.id}.ts`)
+    for (const name of new Set(mine.flatMap((b) => b.fillIns))) PROVIDED[name]?.(dir)
     // The README says a Workers block's types may equally be the globals (`wrangler types`): the same block without its type import.
     for (const block of mine.filter(hasTypeImport)) {
       writeFileSync(join(dir, `${block.id}--global-types.ts`), block.code.replace(TYPE_IMPORT, ''))
@@ -134,6 +168,7 @@ function tsc(config: string): string[] {
 
 /** A diagnostic a partial block is allowed: a name or module it says the reader fills in is missing. */
 function isFillIn(block: ReadmeBlock, line: string): boolean {
+  if (block.fillIns.every((name) => name in PROVIDED)) return false
   if (!/error TS(2304|2307|2552|2503|2580|2792):/.test(line)) return false
   return block.fillIns.some((name) => line.includes(`'${name}'`) || line.includes(`"${name}"`))
 }
@@ -143,8 +178,13 @@ function hasTypeImport(block: ReadmeBlock): boolean {
   return block.runtime === 'workers' && TYPE_IMPORT.test(block.code)
 }
 
+/** Complete as pasted, or completed with what PROVIDED supplies. */
+function complete(block: ReadmeBlock): boolean {
+  return block.fillIns.every((name) => name in PROVIDED)
+}
+
 function runnable(block: ReadmeBlock): boolean {
-  return block.runtime === 'node' && block.fillIns.length === 0
+  return block.runtime === 'node' && complete(block)
 }
 
 describe('README.md examples', () => {
@@ -161,7 +201,7 @@ describe('README.md examples', () => {
       const errors = diagnostics.get(block.id) ?? []
       expect(errors.filter((line) => !isFillIn(block, line))).toEqual([])
       // A fill-in the block no longer needs is a stale mark: the reader would look for it in vain.
-      for (const name of block.fillIns) expect(errors.some((line) => line.includes(`'${name}'`) || line.includes(`"${name}"`)), `fill-in ${name} is not missing`).toBe(true)
+      for (const name of block.fillIns.filter((n) => !(n in PROVIDED))) expect(errors.some((line) => line.includes(`'${name}'`) || line.includes(`"${name}"`)), `fill-in ${name} is not missing`).toBe(true)
     },
   )
 
@@ -265,7 +305,7 @@ for (const id of ['bun', 'deno'] as const) {
 }
 
 describe('README.md Workers examples in Miniflare', () => {
-  it.each(blocks.filter((b) => b.runtime === 'workers' && b.fillIns.length === 0).map((b) => [`${b.id} (line ${b.line})`, b] as const))(
+  it.each(blocks.filter((b) => b.runtime === 'workers' && complete(b)).map((b) => [`${b.id} (line ${b.line})`, b] as const))(
     '%s: answers a request from PostgreSQL, as pasted',
     async (_, block) => {
       const entry = join(packed.app, 'blocks', 'workers', `${block.id}.ts`)
