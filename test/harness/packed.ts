@@ -7,10 +7,12 @@
  * @module
  */
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { randomUUID } from 'node:crypto'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { RUN_MARKER_ENV } from './processes.js'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
@@ -45,13 +47,14 @@ export interface Packed {
 export function packAndInstall(extra: string[] = []): Packed {
   const dir = mkdtempSync(join(tmpdir(), 'warmconn-pack-'))
   try {
-    const out = execFileSync('npm', ['pack', '--json', '--pack-destination', dir], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-    // Lifecycle scripts print to stdout before the JSON report.
-    const [report] = JSON.parse(out.slice(out.indexOf('\n[') + 1)) as Array<{ filename: string; files: Array<{ path: string }> }>
+    const report = packOnce()
+    const tarball = join(dir, basename(report.tarball))
+    copyFileSync(report.tarball, tarball)
+    // Outside a test run nobody reuses it, and no run directory deletes it.
+    if (!process.env[RUN_MARKER_ENV]) rmSync(dirname(report.tarball), { recursive: true, force: true })
     const app = join(dir, 'app')
     mkdirSync(app)
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'warmconn-pack-check', private: true, type: 'module' }))
-    const tarball = join(dir, report!.filename)
     // --offline: the tarball has no dependencies to fetch; its peers are this project's own copies.
     execFileSync('npm', ['install', '--offline', '--no-audit', '--no-fund', '--ignore-scripts', tarball], { cwd: app, stdio: 'ignore' })
     const link = (name: string): boolean => {
@@ -64,9 +67,59 @@ export function packAndInstall(extra: string[] = []): Packed {
       return true
     }
     for (const name of [...Object.keys(pkg.peerDependencies), ...extra]) link(name)
-    return { dir, app, tarball, files: report!.files.map((f) => f.path), link, remove: () => rmSync(dir, { recursive: true, force: true }) }
+    return { dir, app, tarball, files: report.files, link, remove: () => rmSync(dir, { recursive: true, force: true }) }
   } catch (error) {
     rmSync(dir, { recursive: true, force: true })
     throw error
+  }
+}
+
+interface PackReport {
+  tarball: string
+  files: string[]
+}
+
+/** How long one pack may hold the lock (it cleans and builds dist/: a few seconds) before it counts as dead. */
+const LOCK_STALE_MS = 120_000
+
+/**
+ * `npm pack`, once per test run. Its prepack step deletes and rebuilds dist/ in the checkout, so
+ * two test files packing at once (vitest runs files in parallel workers) could ship a half-built
+ * dist/. The first caller packs under a lock (a directory: mkdir is atomic) into the run's
+ * temporary directory; the others wait for it and reuse the tarball. Outside a test run (no run
+ * marker) every call packs, still under the lock.
+ */
+function packOnce(): PackReport {
+  const run = process.env[RUN_MARKER_ENV]
+  const shared = join(tmpdir(), `warmconn-packed-${run ?? randomUUID()}`)
+  const reportFile = join(shared, 'report.json')
+  const lock = join(tmpdir(), 'warmconn-pack.lock')
+  const deadline = Date.now() + LOCK_STALE_MS * 2
+  for (;;) {
+    try {
+      mkdirSync(lock)
+      break
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+      try {
+        if (Date.now() - statSync(lock).mtimeMs > LOCK_STALE_MS) rmSync(lock, { recursive: true, force: true })
+      } catch {
+        // released meanwhile
+      }
+      if (Date.now() > deadline) throw new Error(`packAndInstall: ${lock} held for too long`)
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100)
+    }
+  }
+  try {
+    if (existsSync(reportFile)) return JSON.parse(readFileSync(reportFile, 'utf8')) as PackReport
+    mkdirSync(shared, { recursive: true })
+    const out = execFileSync('npm', ['pack', '--json', '--pack-destination', shared], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+    // Lifecycle scripts print to stdout before the JSON report.
+    const [npmReport] = JSON.parse(out.slice(out.indexOf('\n[') + 1)) as Array<{ filename: string; files: Array<{ path: string }> }>
+    const report: PackReport = { tarball: join(shared, npmReport!.filename), files: npmReport!.files.map((f) => f.path) }
+    if (run) writeFileSync(reportFile, JSON.stringify(report))
+    return report
+  } finally {
+    rmSync(lock, { recursive: true, force: true })
   }
 }
