@@ -31,6 +31,7 @@ import { startPostgres, type TestPg } from './harness/pg.js'
 import { freePort } from './harness/ports.js'
 import { runtime, runtimeRequirement } from './harness/runtimes.js'
 import { requires } from './helpers/requires.js'
+import { eventually } from './helpers/core.js'
 import { startWorker } from './harness/worker.js'
 import { readmeBlocks, type BlockRuntime, type ReadmeBlock } from './helpers/readme-blocks.js'
 
@@ -309,16 +310,20 @@ describe('README.md Workers examples in Miniflare', () => {
     '%s: answers a request from PostgreSQL, as pasted',
     async (_, block) => {
       const entry = join(packed.app, 'blocks', 'workers', `${block.id}.ts`)
+      const durableObject = /export\s*\{\s*WarmconnDurableObject\s*\}/.test(block.code)
       const worker = await startWorker({
         entry,
         bindings: { DATABASE_URL: pg.appUrl },
         hyperdrives: /\bHYPERDRIVE\b/.test(block.code) ? { HYPERDRIVE: pg.appUrl } : {},
-        durableObjects: /export\s*\{\s*WarmconnDurableObject\s*\}/.test(block.code) ? { WARMCONN: 'WarmconnDurableObject' } : {},
+        durableObjects: durableObject ? { WARMCONN: 'WarmconnDurableObject' } : {},
       })
       try {
         const res = await worker.fetch('GET', '/')
         expect(res.status, `${res.text}\n${worker.output()}`).toBe(200)
         expect(res.text).toMatch(/Ada|\d{4}-\d\d-\d\d/)
+        // A per-request connection is closed through ctx.waitUntil after the response: let that
+        // finish (the server sees it go) before the runtime is torn down under it.
+        if (!durableObject) expect(await eventually(async () => (await pg.backends()).length === 0, 10_000)).toBe(true)
       } finally {
         await worker.dispose()
       }
