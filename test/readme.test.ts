@@ -23,8 +23,8 @@
  * on stderr, and the process must exit by itself.
  */
 import { execFileSync, spawn } from 'node:child_process'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { packAndInstall, ROOT, type Packed } from './harness/packed.js'
 import { startPostgres, type TestPg } from './harness/pg.js'
@@ -305,14 +305,34 @@ for (const id of ['bun', 'deno'] as const) {
   })
 }
 
+/**
+ * A wrangler.toml block of the README that configures the Workers block right above it (its
+ * `main` is that block's file): the pair must bundle with the project's wrangler, bindings and all.
+ */
+const tomls = [...readFileSync(join(ROOT, 'README.md'), 'utf8').matchAll(/^```toml\n([\s\S]*?)^```/gm)].map((m) => ({
+  code: m[1]!,
+  line: readFileSync(join(ROOT, 'README.md'), 'utf8').slice(0, m.index).split('\n').length,
+}))
+const configured = tomls.flatMap((toml) => {
+  const block = blocks.filter((b) => b.runtime === 'workers' && b.line < toml.line).at(-1)
+  const main = /^main\s*=\s*"([^"]+)"/m.exec(toml.code)?.[1]
+  return block && main ? [{ toml, block, main }] : []
+})
+
 describe('README.md Workers examples in Miniflare', () => {
   it.each(blocks.filter((b) => b.runtime === 'workers' && complete(b)).map((b) => [`${b.id} (line ${b.line})`, b] as const))(
     '%s: answers a request from PostgreSQL, as pasted',
     async (_, block) => {
       const entry = join(packed.app, 'blocks', 'workers', `${block.id}.ts`)
       const durableObject = /export\s*\{\s*WarmconnDurableObject\s*\}/.test(block.code)
+      // With the README's own wrangler.toml for it, where there is one: its date and flags.
+      const toml = configured.find((c) => c.block === block)?.toml.code
+      const date = toml && /^compatibility_date\s*=\s*"([^"]+)"/m.exec(toml)?.[1]
+      const flags = toml && (JSON.parse(/^compatibility_flags\s*=\s*(\[[^\]]*\])/m.exec(toml)?.[1] ?? '[]') as string[])
       const worker = await startWorker({
         entry,
+        ...(date ? { compatibilityDate: date } : {}),
+        ...(flags ? { compatibilityFlags: flags } : {}),
         bindings: { DATABASE_URL: pg.appUrl },
         hyperdrives: /\bHYPERDRIVE\b/.test(block.code) ? { HYPERDRIVE: pg.appUrl } : {},
         durableObjects: durableObject ? { WARMCONN: 'WarmconnDurableObject' } : {},
@@ -328,5 +348,32 @@ describe('README.md Workers examples in Miniflare', () => {
         await worker.dispose()
       }
     },
+  )
+})
+
+describe("README.md's wrangler.toml with its Worker", () => {
+  it('there is one, for the Durable Object example', () => {
+    expect(configured.map((c) => c.block.id)).toContain('durable-object-mode')
+  })
+
+  it.each(configured.map((c) => [`${c.block.id} (line ${c.block.line}) with the wrangler.toml at line ${c.toml.line}`, c] as const))(
+    '%s: wrangler deploy --dry-run (the project\'s wrangler) bundles it with the bindings it names',
+    (_, { toml, block, main }) => {
+      const dir = join(packed.dir, `wrangler-${block.id}`)
+      mkdirSync(join(dir, dirname(main)), { recursive: true })
+      writeFileSync(join(dir, 'wrangler.toml'), toml.code)
+      writeFileSync(join(dir, main), block.code)
+      symlinkSync(join(packed.app, 'node_modules'), join(dir, 'node_modules'), 'dir')
+      const out = execFileSync(process.execPath, [join(ROOT, 'node_modules', 'wrangler', 'bin', 'wrangler.js'), 'deploy', '--dry-run', '--outdir', join(dir, 'out')], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, HOME: dir, XDG_CONFIG_HOME: join(dir, 'config'), WRANGLER_SEND_METRICS: 'false', CI: 'true', NO_COLOR: '1' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+        timeout: 120_000,
+      })
+      for (const binding of toml.code.matchAll(/^name\s*=\s*"([A-Z_]+)"/gm)) expect(out).toContain(`env.${binding[1]}`)
+      expect(out).toContain('--dry-run: exiting now')
+    },
+    120_000,
   )
 })
