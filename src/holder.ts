@@ -21,7 +21,7 @@ import { bindToRequest, inSameRequest } from './request-context.js'
 import { serverIdleTimeoutMs } from './server-idle.js'
 import { CONNECT_FAILURES, newSlot, type ConnectTry, type SharedCall, type Slot, type Waiter } from './slot.js'
 import { newCounts, type HolderStats } from './stats.js'
-import { deadlineTimer, settle, sleep, withTimeout, type DeadlineTimer } from './timer.js'
+import { deadlineTimer, settle, sleep, within, withTimeout, type DeadlineTimer } from './timer.js'
 import { idleSessionWarning, pooledSessionWarning, preparedStatementWarning, type Warning } from './warnings.js'
 
 export type { HolderStats } from './stats.js'
@@ -323,14 +323,14 @@ export class Holder<C> {
     for (const slot of [...this.#slots]) if (slot.state === 'IDLE') this.#retire(slot, deadline - Date.now())
     // Calls in flight retire their connection when they release it (see #release).
     while (this.#slots.size > 0 && Date.now() < deadline) {
-      await Promise.race([new Promise<void>((r) => this.#onSlotGone.push(r)), sleep(Math.max(0, deadline - Date.now()))])
+      await within(new Promise<void>((r) => this.#onSlotGone.push(r)), Math.max(0, deadline - Date.now()))
     }
     for (const slot of [...this.#slots]) {
       destroyed++
       this.#remove(slot)
       slot.conn?.destroy()
     }
-    await Promise.race([Promise.all(this.#closing), sleep(Math.max(0, deadline - Date.now()))])
+    await within(Promise.all(this.#closing), Math.max(0, deadline - Date.now()))
     this.#events.emit('close', { connections: count, destroyed })
     this.#hooks.onClose?.()
   }

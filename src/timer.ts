@@ -49,6 +49,23 @@ export function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () =>
   return Promise.race([promise, deadline]).finally(() => clearTimeout(handle))
 }
 
+/**
+ * Waits for `promise` to settle or `ms` to pass, whichever is first, and clears its timer either
+ * way: a shutdown that finished early leaves no timer behind to keep the process up.
+ * @example await within(Promise.all(closing), 500)
+ */
+export function within(promise: Promise<unknown>, ms: number): Promise<void> {
+  let handle: ReturnType<typeof setTimeout> | undefined
+  const deadline = new Promise<void>((resolve) => {
+    handle = setTimeout(resolve, ms)
+  })
+  const settled = promise.then(
+    () => {},
+    () => {},
+  )
+  return Promise.race([settled, deadline]).finally(() => clearTimeout(handle))
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
 }

@@ -6,18 +6,11 @@
  * this file; the few that cannot load in Node are listed below with the reason.
  */
 import { execFileSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { dirname, join, relative } from 'node:path'
+import { readdirSync, readFileSync } from 'node:fs'
+import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-
-const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
-  name: string
-  exports: Record<string, { types: string; import: string }>
-  peerDependencies: Record<string, string>
-}
+import { packAndInstall, pkg, ROOT as root, type Packed } from './harness/packed.js'
 
 /** Entry points that only load in their own runtime, and why. */
 const NOT_IN_NODE: Record<string, string> = {
@@ -25,30 +18,17 @@ const NOT_IN_NODE: Record<string, string> = {
 }
 
 const entries = Object.keys(pkg.exports)
-let dir: string
+let packedPackage: Packed
 let app: string
 let packed: string[]
 
 beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'warmconn-pack-'))
-  const out = execFileSync('npm', ['pack', '--json', '--pack-destination', dir], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-  // Lifecycle scripts print to stdout before the JSON report.
-  const [report] = JSON.parse(out.slice(out.indexOf('\n[') + 1)) as Array<{ filename: string; files: Array<{ path: string }> }>
-  packed = report!.files.map((f) => f.path)
-  app = join(dir, 'app')
-  mkdirSync(app)
-  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'warmconn-pack-check', private: true, type: 'module' }))
-  // --offline: the tarball has no dependencies to fetch; its peers are this project's own copies.
-  execFileSync('npm', ['install', '--offline', '--no-audit', '--no-fund', '--ignore-scripts', join(dir, report!.filename)], { cwd: app, stdio: 'ignore' })
-  for (const peer of Object.keys(pkg.peerDependencies)) {
-    const source = join(root, 'node_modules', peer)
-    if (!existsSync(source)) continue
-    mkdirSync(dirname(join(app, 'node_modules', peer)), { recursive: true })
-    symlinkSync(source, join(app, 'node_modules', peer), 'dir')
-  }
+  packedPackage = packAndInstall()
+  app = packedPackage.app
+  packed = packedPackage.files
 }, 120_000)
 afterAll(() => {
-  if (dir) rmSync(dir, { recursive: true, force: true })
+  packedPackage?.remove()
 })
 
 describe('the packed package', () => {
@@ -64,6 +44,25 @@ describe('the packed package', () => {
     for (const [entry, target] of Object.entries(pkg.exports)) {
       for (const file of [target.import, target.types]) expect(packed, `${entry}: ${file}`).toContain(file.replace(/^\.\//, ''))
     }
+  })
+
+  it('ships what a published package needs: the MIT LICENSE, the README, and package.json with repository, homepage, bugs and keywords', () => {
+    for (const file of ['LICENSE', 'README.md', 'package.json']) expect(packed).toContain(file)
+    const license = readFileSync(join(app, 'node_modules', pkg.name, 'LICENSE'), 'utf8')
+    expect(license).toMatch(/^MIT License\n\nCopyright \(c\) 2026 the warmconn authors\n/)
+    const manifest = JSON.parse(readFileSync(join(app, 'node_modules', pkg.name, 'package.json'), 'utf8')) as Record<string, unknown>
+    expect(manifest).toMatchObject({ license: 'MIT', repository: { type: 'git', url: 'git+https://github.com/warmconn/warmconn.git' }, homepage: expect.stringMatching(/^https:\/\/github\.com\/warmconn\/warmconn/), bugs: { url: expect.stringMatching(/^https:\/\//) } })
+    expect((manifest.keywords as string[]).length).toBeGreaterThan(3)
+  })
+
+  it('its README reads right on the npm page: every link to a file is absolute or into the tarball, and every file of the repository it names outside the tarball is a repository link', () => {
+    const readme = readFileSync(join(app, 'node_modules', pkg.name, 'README.md'), 'utf8')
+    const prose = readme.replace(/^```[\s\S]*?^```/gm, '')
+    const relative = [...prose.matchAll(/\]\(([^)#\s]+)[^)]*\)/g)].map((m) => m[1]!).filter((target) => !/^[a-z]+:/.test(target))
+    expect(relative.filter((target) => !packed.includes(target.replace(/^\.\//, '')))).toEqual([])
+    // A code span naming a file of the checkout (`test/lambda.test.ts`, `wrangler.toml`) that is not a link's text.
+    const named = [...prose.matchAll(/(^|[^[])`((?:functions|test|bench|scripts|soak|src|\.ci)\/[\w./-]*|wrangler\.toml)`/gm)].map((m) => m[2]!)
+    expect(named).toEqual([])
   })
 
   it('the entry points that cannot load in Node are still entry points (a stale exclusion is caught)', () => {

@@ -49,7 +49,7 @@ export const STEPS: Step[] = [
   },
   {
     title: `a pause of ${seconds(STALE_AFTER_MS + MARGIN_MS)} (longer than staleAfterMs, ${seconds(STALE_AFTER_MS)})`,
-    why: 'the Lambda is frozen (SIGSTOP), the Worker idle; the next request pings first: one round trip',
+    why: 'the Lambda is frozen (SIGSTOP), the Worker idle; the next request (an idempotent read) is checked in the same flight as its query: no extra round trip',
     async run({ tallies, say }) {
       await wait(STALE_AFTER_MS + MARGIN_MS, say)
       await each(tallies, async (t) => say(await observe(t, 'stale')))

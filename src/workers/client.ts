@@ -3,7 +3,7 @@
  * back into results and typed errors.
  * @module
  */
-import type { DurableObjectLocationHint, DurableObjectNamespace } from '@cloudflare/workers-types'
+import type { DurableObjectLocationHint, DurableObjectStub } from '@cloudflare/workers-types'
 import { InvalidOptionError } from '../errors.js'
 import type { ObjectStats, WarmconnDurableObject } from './durable-object.js'
 import { checkBatch, checkQuery, type QueryOptions, type QueryResult, type Reply, type Statement } from './protocol.js'
@@ -32,17 +32,30 @@ export interface WarmClient {
 }
 
 /**
+ * What warmClient needs of the binding (`env.WARMCONN`): a Durable Object namespace whose objects
+ * have the holder's RPC methods. Structural, so it fits however `Env` is typed: with
+ * @cloudflare/workers-types' module types (`import type { DurableObjectNamespace }`) or its
+ * global ones (`"types": ["@cloudflare/workers-types"]`, `wrangler types`). A parameter typed
+ * with the module's generic `DurableObjectNamespace<T>` made tsc compare the two declarations of
+ * that type and give up (TS2589, or TS2345 when `Env` named the class another way).
+ */
+export interface HolderNamespace {
+  idFromName(name: string): unknown
+  get(id: never, options?: { locationHint?: DurableObjectLocationHint }): { query: unknown; batch: unknown; stats: unknown }
+}
+
+/**
  * A client for the holder objects bound as `namespace`. Cheap: make one per request. It makes a
  * new stub for every call, so even one kept in module scope never reuses another request's I/O.
  * @example
  * const db = warmClient(env.WARMCONN, { locationHint: 'weur' })
  * const { rows } = await db.query('select * from users where id = $1', [id], { idempotent: true })
  */
-export function warmClient<T extends WarmconnDurableObject>(namespace: DurableObjectNamespace<T>, options: WarmClientOptions = {}): WarmClient {
+export function warmClient(namespace: HolderNamespace, options: WarmClientOptions = {}): WarmClient {
   const { name = 'warmconn', shards = 1, locationHint } = options
   if (!Number.isInteger(shards) || shards < 1) throw new InvalidOptionError('shards', `expected a whole number >= 1, got ${shards}`)
   const shard = `${name}-${Math.floor(Math.random() * shards)}`
-  const stub = () => namespace.get(namespace.idFromName(shard), locationHint === undefined ? undefined : { locationHint })
+  const stub = () => namespace.get(namespace.idFromName(shard) as never, locationHint === undefined ? undefined : { locationHint }) as DurableObjectStub<WarmconnDurableObject>
   return {
     name: shard,
     // Checked here too, so a bad call costs no hop to the object.

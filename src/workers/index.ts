@@ -3,7 +3,7 @@
  * @module
  */
 export { WarmconnDurableObject, type ObjectStats, type WarmconnEnv } from './durable-object.js'
-export { warmClient, type WarmClient, type WarmClientOptions } from './client.js'
+export { warmClient, type WarmClient, type WarmClientOptions, type HolderNamespace } from './client.js'
 export { withRequestScope, type WaitUntil } from './request-scope.js'
 export { hyperdriveScope, type HyperdriveBinding } from './hyperdrive.js'
 export { SqlError } from './remote-errors.js'

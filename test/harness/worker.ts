@@ -29,6 +29,8 @@ export interface WorkerOptions {
   hyperdrives?: Record<string, string>
   /** Default: testedCompatibilityDate (wrangler.toml's where this workerd knows it). */
   compatibilityDate?: string
+  /** Default: wrangler.toml's. */
+  compatibilityFlags?: string[]
   /** Durable Object bindings to exported classes; default { WARMCONN: 'WarmconnDurableObject' } as in wrangler.toml. */
   durableObjects?: Record<string, string>
 }
@@ -79,7 +81,7 @@ export async function startWorker(options: WorkerOptions): Promise<TestWorker> {
     scriptPath: bundle.file,
     modulesRoot: dirname(bundle.file), // module names must not climb out of it with ".."
     compatibilityDate: options.compatibilityDate ?? testedCompatibilityDate,
-    compatibilityFlags: wranglerConfig.compatibilityFlags,
+    compatibilityFlags: options.compatibilityFlags ?? wranglerConfig.compatibilityFlags,
     bindings: options.bindings ?? {},
     hyperdrives: options.hyperdrives ?? {},
     durableObjects: Object.fromEntries(Object.entries(durableObjects).map(([binding, className]) => [binding, { className, useSQLite: true }])),
