@@ -180,7 +180,10 @@ describe.each(ways)('$name: a password function', (way) => {
     // (A lazy connect refused may then find the warm one free and take it: fewer new ones.)
     const sessions = await Promise.all(Array.from({ length: 5 }, () => way.session(h)))
     expect(sessions.every((s) => s.user === ROLE)).toBe(true)
-    expect(fetches).toBe(2)
+    // Every new connection after the rotation logged in with one fresh fetch, shared by all. (A
+    // refused lazy connect whose call then found the warm connection free opens none: if all of
+    // them did, there was nothing to fetch for; seen under load.)
+    expect(fetches).toBe(connects.length > 1 ? 2 : 1)
     expect(connects.slice(1).every((c) => c.attempts <= 2)).toBe(true)
     // At most one refusal per new connect started (four), never more: no storm.
     const refused = await refusals(ROLE, mark)

@@ -9,7 +9,7 @@ import type { Classified, Driver, DriverConnection, OpenOptions } from '../drive
 import { classifyError, errorCode } from '../classify.js'
 import { InvalidOptionError } from '../errors.js'
 import { Holder } from '../holder.js'
-import type { HolderOptions } from '../options.js'
+import { describe, type HolderOptions } from '../options.js'
 import { sharedHolder, stableKey } from '../registry.js'
 import { parseConnectionUrl, safeDecode, secretsOf, tlsDefault } from '../url.js'
 import { ARRAY_TYPES_QUERY, BUILT_IN_ARRAY_TYPES, installArrayTypes, knownArrayTypes, rememberArrayTypes, type TypeTables } from './postgres-arrays.js'
@@ -66,6 +66,7 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
   }
   const secrets = secretList(secretsOf(parsed, ...[pgOptions.password, pgOptions.pass].filter((p): p is string => typeof p === 'string')))
   const source = typeof given === 'function' ? new PasswordSource(given as PasswordFunction, 'postgres.password', secrets) : undefined
+  checkIdentity(pgOptions)
   const user = pgOptions.user ?? pgOptions.username ?? safeDecode(parsed.username)
   const host = pgOptions.host ?? parsed.hostname
   const port = pgOptions.port ?? (parsed.port || 5432)
@@ -95,6 +96,19 @@ export function postgresDriver(url: string | undefined, pgOptions: PostgresOptio
         : sqlLevelStatement(classifyError(err, errorCode(err)), err)
       return source ? source.classify(err, conn, seen) : seen
     },
+  }
+}
+
+/** The connection's identity given as options: strings, and a port number (or one per host); messages and keys read them. */
+function checkIdentity(pgOptions: PostgresOptions): void {
+  const o = pgOptions as Record<string, unknown>
+  for (const key of ['user', 'username', 'database', 'db']) {
+    if (o[key] !== undefined && typeof o[key] !== 'string') throw new InvalidOptionError(`postgres.${key}`, `expected a string, got ${describe(o[key])}`)
+  }
+  const ports = [o.port].flat()
+  const isPort = (p: unknown): boolean => (typeof p === 'number' || (typeof p === 'string' && /^\d+$/.test(p))) && Number(p) > 0 && Number(p) < 65536 && Number.isInteger(Number(p))
+  if (o.port !== undefined && !ports.every(isPort)) {
+    throw new InvalidOptionError('postgres.port', 'expected a port number (1 to 65535), or an array of them for several hosts')
   }
 }
 
