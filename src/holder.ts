@@ -693,6 +693,7 @@ export class Holder<C> {
     slot.lastUsedAt = now
     if (reset) {
       slot.state = 'IDLE'
+      if (this.options.allowExitOnIdle) slot.conn!.idle?.(true)
       slot.maintaining = reset
       this.#waiters.shift()?.wake(undefined)
       this.#armIdleTimer()
@@ -831,8 +832,9 @@ export class Holder<C> {
       if (call) this.#sharedCalls.start(call, boundMs, cutOff)
       else this.#calls.start(slot, boundMs, cutOff)
       try {
-        // A shared call gets the driver's guarded view when others may share the connection.
-        const client = call && this.#depth(slot) > 1 ? slot.conn!.sharedClient! : slot.conn!.client
+        // A shared call always gets the driver's guarded view: others may join the connection
+        // while it runs (a lazy connection's first call is alone only until its handshake).
+        const client = call && slot.conn!.sharedClient !== undefined ? slot.conn!.sharedClient : slot.conn!.client
         Promise.resolve(fn(client)).then(resolve, reject)
       } catch (err) {
         reject(err)
@@ -867,13 +869,16 @@ export class Holder<C> {
   }
 
   /**
-   * A connection for a shared call: one already SHARED with room (none while an exclusive caller
-   * waits, so it is not starved), else one of its own through #acquire, which then takes in the
-   * shared callers queued behind it.
+   * A connection for a shared call: an idle one, or a new one while there is room below
+   * maxConnections (so the load spreads over the connections allowed, as postgres.js spreads
+   * its own), else the least busy SHARED one with room in its pipeline (none while an exclusive
+   * caller waits, so it is not starved), else a wait in the queue, which #shareOut serves.
    */
   async #takeShared(idempotent: boolean, carried: ConnectTry | undefined): Promise<Held<C>> {
     let joinable: Slot<C> | undefined
-    if (!this.#waiters.some((w) => !w.shared)) {
+    let spare = this.#slots.size < this.options.maxConnections
+    for (const slot of this.#slots) if (slot.state === 'IDLE') spare = true
+    if (!spare && !this.#waiters.some((w) => !w.shared)) {
       for (const slot of this.#slots) if (this.#canJoin(slot, idempotent) && (!joinable || slot.sharers < joinable.sharers)) joinable = slot
     }
     if (joinable) {

@@ -50,6 +50,22 @@ describe('pipelining', () => {
     expect(holder.stats()).toMatchObject({ failures: 0, inUse: 0 })
   })
 
+  it("a new connection's first statement may be a shared call's: the backend is learnt from it, and pipelining follows", async () => {
+    const { holder, name } = make({ maxConnections: 1 })
+    const first = await holder.shared(pidOf)
+    const before = proxy.flights()
+    const pids = await Promise.all(Array.from({ length: 32 }, () => holder.shared(pidOf)))
+    expect(new Set(pids)).toEqual(new Set([first]))
+    expect((await db.backends(name)).map((b) => b.pid)).toEqual([first])
+    expect(proxy.flights() - before).toBeLessThan(16)
+  })
+
+  it('a session statement is refused even as the first statement of a new connection', async () => {
+    const { holder, name } = make({ maxConnections: 1 })
+    await expect(holder.shared((sql) => sql`set role warmconn_nobody`)).rejects.toBeInstanceOf(NotShareableError)
+    expect(await db.statements({ applicationName: name })).toEqual([])
+  })
+
   it('maxPipelined bounds the calls on one connection; the rest use another connection or wait', async () => {
     const { holder } = make({ maxConnections: 1, maxPipelined: 3 })
     await holder.shared((sql) => sql`select 1`)

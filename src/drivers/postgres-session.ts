@@ -77,7 +77,11 @@ export function watchSession(real: AnySql): Session {
       },
       started: () => session.started,
     }),
-    shared: guarded(real),
+    // Its statements are made too: a lazy connection's first statement may be a shared call's.
+    shared: guarded(real, (q) => {
+      session.started = true
+      if (session.first === undefined) session.first = q
+    }),
     inTransaction: false,
     changed: false,
     first: undefined,
@@ -95,11 +99,13 @@ function refusal(text: string): NotShareableError | undefined {
   return undefined
 }
 
-function guarded(real: AnySql): AnySql {
+function guarded(real: AnySql, made: (q: BuiltQuery) => void): AnySql {
   const unsafe = (t: string, ...rest: unknown[]): unknown => {
     const refused = typeof t === 'string' ? refusal(t) : new NotShareableError('session')
     if (refused) throw refused
-    return (real.unsafe as (...args: unknown[]) => unknown)(t, ...rest)
+    const q = (real.unsafe as (...args: unknown[]) => BuiltQuery)(t, ...rest)
+    made(q)
+    return q
   }
   return new Proxy(real, {
     apply(target, thisArg, args: unknown[]) {
@@ -113,6 +119,9 @@ function guarded(real: AnySql): AnySql {
         }
         if (known.tx !== null) throw new NotShareableError('transaction')
         if (known.changes) throw new NotShareableError('session')
+        const q = Reflect.apply(target as unknown as (...a: unknown[]) => unknown, thisArg, args) as BuiltQuery
+        made(q)
+        return q
       }
       return Reflect.apply(target as unknown as (...a: unknown[]) => unknown, thisArg, args)
     },
