@@ -26,12 +26,6 @@ import { idleSessionWarning, pooledSessionWarning, preparedStatementWarning, typ
 
 export type { HolderStats } from './stats.js'
 
-/** A call's hold on a slot: exclusive (the slot's own deadline), or one of its shared calls. */
-interface Held<C> {
-  readonly slot: Slot<C>
-  readonly call: SharedCall<C> | undefined
-}
-
 export interface RunOptions {
   /**
    * The call may safely run twice (a read, an upsert keyed by the caller). If the connection dies
@@ -140,11 +134,13 @@ export class Holder<C> {
     // A lazy connect that failed under fn: its attempts and budget go on with the next one.
     let carried: ConnectTry | undefined
     for (let attempt = 1; ; attempt++) {
-      const held = share ? await this.#takeShared(idempotent, carried) : { slot: await this.#take(idempotent, true, carried), call: undefined }
-      const slot = held.slot
+      // A shared call holds its slot through a record of its own (several share the slot); an
+      // exclusive call holds the slot itself, with no allocation on the hot path.
+      const call = share ? await this.#takeShared(idempotent, carried) : undefined
+      const slot = call ? call.slot : await this.#take(idempotent, true, carried)
       let result: T
       try {
-        result = await this.#within(held, fn, timeoutMs)
+        result = await this.#within(slot, call, fn, timeoutMs)
       } catch (err) {
         if (err instanceof CallTimeout) {
           // Already destroyed (#timeOut). Treated as a lost connection: replayed once only if
@@ -165,7 +161,7 @@ export class Holder<C> {
           // a failed connect attempt, under the connect policy, with nothing sent. fn runs again
           // once a connection is open; that is not the call's one replay. (Nobody joins a
           // shared connection before it is proven, so fn was alone on it.)
-          this.#end(held)
+          this.#end(slot, call)
           this.#discard(slot)
           let delayMs: number
           try {
@@ -184,11 +180,11 @@ export class Holder<C> {
         // fn's error, whatever it says, is that of a lost connection.
         if (seen.kind === 'query' && (slot.probe === undefined ? this.#intact(slot) : await this.#probeAnswered(slot))) {
           // An SQL error or the caller's own exception: the connection is fine, the session may not be.
-          await this.#back(held)
+          await this.#back(slot, call)
           this.#counts.failures++
           throw err
         }
-        this.#lose(held, seen.code)
+        this.#lose(slot, call, seen.code)
         if (attempt === 1 && (idempotent || seen.notSent) && !this.#closed) {
           this.#counts.replays++
           this.#events.emit('replay', { code: seen.code, idempotent })
@@ -200,11 +196,11 @@ export class Holder<C> {
       // fn's result stands even if a pipelined check failed (fn then never used the connection).
       // A warm call awaits nothing here: no probe to settle, no transaction to roll back.
       if (slot.probe === undefined ? this.#intact(slot) : await this.#probeAnswered(slot)) {
-        const back = this.#back(held)
+        const back = this.#back(slot, call)
         if (back) await back
       } else {
         // Broken under the call (already dropped if a pipelined check failed): never reused.
-        this.#lose(held, undefined)
+        this.#lose(slot, call, undefined)
       }
       return result
     }
@@ -821,8 +817,7 @@ export class Holder<C> {
    * Runs fn under the call's deadline, rejecting with CallTimeout if it still holds the connection
    * then. A lazy connection's handshake happens inside the call, so it is given its connect bound too.
    */
-  #within<T>(held: Held<C>, fn: (client: C) => Promise<T> | T, timeoutMs: number): Promise<T> {
-    const { slot, call } = held
+  #within<T>(slot: Slot<C>, call: SharedCall<C> | undefined, fn: (client: C) => Promise<T> | T, timeoutMs: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let boundMs = slot.proven ? timeoutMs : timeoutMs + this.options.connectTimeoutMs
       // The invocation's own deadline (call-scope.ts), when a runtime adapter gives one.
@@ -842,18 +837,17 @@ export class Holder<C> {
     })
   }
 
-  /** The call on `held` no longer holds its connection: its deadline ends; a shared call leaves the slot. */
-  #end(held: Held<C>): void {
-    if (!held.call) return this.#calls.end(held.slot)
-    this.#sharedCalls.end(held.call)
-    held.slot.sharers--
+  /** The call (`call`, if shared) no longer holds `slot`: its deadline ends; a shared call leaves the slot. */
+  #end(slot: Slot<C>, call: SharedCall<C> | undefined): void {
+    if (!call) return this.#calls.end(slot)
+    this.#sharedCalls.end(call)
+    slot.sharers--
   }
 
   /** A call ended on a good connection: the connection goes back once its last sharer has ended. */
-  #back(held: Held<C>): Promise<void> | undefined {
-    if (!held.call) return this.#giveBack(held.slot)
-    this.#end(held)
-    const slot = held.slot
+  #back(slot: Slot<C>, call: SharedCall<C> | undefined): Promise<void> | undefined {
+    if (!call) return this.#giveBack(slot)
+    this.#end(slot, call)
     if (slot.state !== 'SHARED') return undefined
     if (slot.sharers > 0) return void this.#callEnded(slot)
     slot.state = 'ALLOCATED'
@@ -862,10 +856,10 @@ export class Holder<C> {
   }
 
   /** A call whose connection is lost or cannot be trusted: the connection is destroyed (once). */
-  #lose(held: Held<C>, code: string | undefined): void {
-    this.#end(held)
-    this.#drop(held.slot, code)
-    this.#callEnded(held.slot)
+  #lose(slot: Slot<C>, call: SharedCall<C> | undefined, code: string | undefined): void {
+    this.#end(slot, call)
+    this.#drop(slot, code)
+    this.#callEnded(slot)
   }
 
   /**
@@ -874,7 +868,7 @@ export class Holder<C> {
    * its own), else the least busy SHARED one with room in its pipeline (none while an exclusive
    * caller waits, so it is not starved), else a wait in the queue, which #shareOut serves.
    */
-  async #takeShared(idempotent: boolean, carried: ConnectTry | undefined): Promise<Held<C>> {
+  async #takeShared(idempotent: boolean, carried: ConnectTry | undefined): Promise<SharedCall<C>> {
     let joinable: Slot<C> | undefined
     let spare = this.#slots.size < this.options.maxConnections
     for (const slot of this.#slots) if (slot.state === 'IDLE') spare = true
@@ -886,21 +880,21 @@ export class Holder<C> {
       this.#counts.reused++
       if (this.#events.has('reuse')) this.#events.emit('reuse', { connectionId: joinable.id, idleMs: 0 })
       if (this.#events.has('acquire')) this.#events.emit('acquire', { connectionId: joinable.id, waitMs: 0 })
-      return this.#sharedHeld(joinable)
+      return this.#sharedCall(joinable)
     }
     const slot = await this.#take(idempotent, true, carried, true)
     // Woken to join a SHARED connection: its place was kept for it (#shareOut).
-    if (slot.state === 'SHARED') return this.#sharedHeld(slot)
+    if (slot.state === 'SHARED') return this.#sharedCall(slot)
     slot.state = 'SHARED'
     slot.sharers = 1
     if (this.#depth(slot) > 1) slot.conn!.share?.(true)
-    const held = this.#sharedHeld(slot)
+    const call = this.#sharedCall(slot)
     this.#shareOut(slot)
-    return held
+    return call
   }
 
-  #sharedHeld(slot: Slot<C>): Held<C> {
-    return { slot, call: { slot, callDeadlineAt: 0, callTimeoutMs: 0, cutOff: undefined } }
+  #sharedCall(slot: Slot<C>): SharedCall<C> {
+    return { slot, callDeadlineAt: 0, callTimeoutMs: 0, cutOff: undefined }
   }
 
   /** Whether a shared call may join `slot` now: room in its pipeline, proven, not about to retire, checked (or the call may be replayed). */
