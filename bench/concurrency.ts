@@ -4,7 +4,9 @@
  * one-statement idempotent reads back to back, at simulated round trips of 0, 4 and 20 ms (the
  * latency proxy). Per point: calls/s (median of the rounds) and p99 call latency, for raw
  * postgres.js (`max: 2`, which pipelines), warmconn's exclusive `run` and pipelined `shared`,
- * pg.Pool and warmPool. Targets (issue 19) are printed as ratios measured in the same run.
+ * pg.Pool and warmPool; then a Durable Object shard in Miniflare (the example Worker's GET /db,
+ * one object, one connection), pipelined or one statement at a time. Targets (issue 19) are
+ * printed as ratios measured in the same run.
  */
 import pg from 'pg'
 import postgres from 'postgres'
@@ -13,6 +15,7 @@ import { postgresDriver } from '../src/drivers/postgres.js'
 import { pgDriver, warmPool } from '../src/drivers/pg.js'
 import { startPostgres } from '../test/harness/pg.js'
 import { startProxy } from '../test/harness/proxy.js'
+import { startWorker } from '../test/harness/worker.js'
 
 const quick = process.argv.includes('--quick')
 const CONNECTIONS = 2
@@ -85,6 +88,41 @@ try {
       }
     }
   }
+
+  // A Durable Object shard: the example Worker's GET /db (a query and a stats call over RPC to
+  // one object holding one connection) in Miniflare, concurrent requests pipelined on the
+  // object's connection (the default) or one at a time on it (maxPipelined 1, as before).
+  for (const [label, extra] of [['Durable Object shard, shared (default)', {}], ['Durable Object shard, maxPipelined 1', { WARMCONN_MAX_PIPELINED: '1' }]] as const) {
+    const worker = await startWorker({ entry: 'functions/worker.ts', bindings: { DATABASE_URL: db.urlFor({ port: proxy.port }), ...extra } })
+    try {
+      for (const rtt of rtts) {
+        proxy.setLatencyMs(rtt)
+        for (const c of callers) {
+          for (let i = 0; i < 3; i++) await worker.fetch('GET', '/db')
+          const rates: number[] = []
+          const latencies: number[] = []
+          for (let r = 0; r < rounds; r++) {
+            const each = Math.max(3, Math.round(perCaller(c, rtt) / 4))
+            const started = performance.now()
+            await Promise.all(Array.from({ length: c }, async () => {
+              for (let k = 0; k < each; k++) {
+                const res = await worker.fetch('GET', '/db')
+                if (res.status !== 200) throw new Error(`GET /db answered ${res.status}`)
+                latencies.push(res.ms)
+              }
+            }))
+            rates.push((c * each) / ((performance.now() - started) / 1000))
+          }
+          latencies.sort((a, b) => a - b)
+          rates.sort((a, b) => a - b)
+          rows.push({ subject: label, callers: c, rtt, perSecond: rates[Math.floor(rates.length / 2)]!, p50: latencies[Math.floor(latencies.length / 2)]!, p99: latencies[Math.floor(latencies.length * 0.99)]! })
+          console.error(`${rtt} ms, ${c} callers, ${label}: ${Math.round(rows.at(-1)!.perSecond)} requests/s`)
+        }
+      }
+    } finally {
+      await worker.dispose()
+    }
+  }
 } finally {
   await proxy.close()
   await db.stop()
@@ -100,6 +138,11 @@ for (const rtt of rtts) for (const c of callers) {
   const raw = find('raw postgres.js (max 2)', c, rtt)
   const shared = find('warmconn shared (pipelined)', c, rtt)
   console.log(`- ${rtt} ms, ${c} callers: shared ${(shared.perSecond / raw.perSecond).toFixed(2)}x raw postgres.js throughput (target >= 0.90)${c === 1 ? `, p50 ${(shared.p50 / raw.p50).toFixed(2)}x (target <= 1.05)` : ''}`)
+}
+for (const rtt of rtts) for (const c of callers.filter((x) => x > 1)) {
+  const shard = find('Durable Object shard, shared (default)', c, rtt)
+  const one = find('Durable Object shard, maxPipelined 1', c, rtt)
+  console.log(`- ${rtt} ms, ${c} callers: a Durable Object shard ${Math.round(shard.perSecond)} requests/s pipelined vs ${Math.round(one.perSecond)} one at a time (${(shard.perSecond / one.perSecond).toFixed(2)}x)`)
 }
 for (const rtt of rtts) for (const c of callers.filter((x) => x > 1)) {
   const pool = find('pg.Pool (max 2)', c, rtt)
