@@ -20,6 +20,8 @@ import { checkRunOptions, checkTimeout, describe, resolveOptions, type HolderOpt
 import { bindToRequest, inSameRequest } from './request-context.js'
 import { serverIdleTimeoutMs } from './server-idle.js'
 import { CONNECT_FAILURES, newSlot, type ConnectTry, type SharedCall, type Slot, type Waiter } from './slot.js'
+import { shareable } from './session-state.js'
+import { hasSpare, joinable, pipelineDepth, sharedCall } from './sharing.js'
 import { newCounts, type HolderStats } from './stats.js'
 import { deadlineTimer, settle, sleep, within, withTimeout, type DeadlineTimer } from './timer.js'
 import { idleSessionWarning, pooledSessionWarning, preparedStatementWarning, type Warning } from './warnings.js'
@@ -122,6 +124,16 @@ export class Holder<C> {
    */
   shared<T>(fn: (client: C) => Promise<T> | T, options: RunOptions = {}): Promise<T> {
     return this.#call(fn, options, true, 'shared')
+  }
+
+  /**
+   * Runs `fn`, which sends the one statement `text`, on the shared path when the text allows it
+   * (no transaction, no session change: session-state.ts) and with a connection of its own
+   * otherwise, for callers whose SQL is not theirs to choose (an ORM's pool.query, an RPC).
+   * @example holder.statement(text, (client) => client.query(text, values), { idempotent })
+   */
+  statement<T>(text: string, fn: (client: C) => Promise<T> | T, options: RunOptions = {}): Promise<T> {
+    return shareable(text) ? this.shared(fn, options) : this.run(fn, options)
   }
 
   async #call<T>(fn: (client: C) => Promise<T> | T, options: RunOptions, share: boolean, name: string): Promise<T> {
@@ -851,7 +863,7 @@ export class Holder<C> {
     if (slot.state !== 'SHARED') return undefined
     if (slot.sharers > 0) return void this.#callEnded(slot)
     slot.state = 'ALLOCATED'
-    if (this.#depth(slot) > 1) slot.conn!.share?.(false)
+    if (pipelineDepth(slot, this.options.maxPipelined) > 1) slot.conn!.share?.(false)
     return this.#giveBack(slot)
   }
 
@@ -869,44 +881,24 @@ export class Holder<C> {
    * caller waits, so it is not starved), else a wait in the queue, which #shareOut serves.
    */
   async #takeShared(idempotent: boolean, carried: ConnectTry | undefined): Promise<SharedCall<C>> {
-    let joinable: Slot<C> | undefined
-    let spare = this.#slots.size < this.options.maxConnections
-    for (const slot of this.#slots) if (slot.state === 'IDLE') spare = true
-    if (!spare && !this.#waiters.some((w) => !w.shared)) {
-      for (const slot of this.#slots) if (this.#canJoin(slot, idempotent) && (!joinable || slot.sharers < joinable.sharers)) joinable = slot
-    }
-    if (joinable) {
-      joinable.sharers++
+    const spare = hasSpare(this.#slots, this.#slots.size, this.options.maxConnections)
+    const join = spare || this.#waiters.some((w) => !w.shared) ? undefined : joinable(this.#slots, idempotent, this.options.maxPipelined)
+    if (join) {
+      join.sharers++
       this.#counts.reused++
-      if (this.#events.has('reuse')) this.#events.emit('reuse', { connectionId: joinable.id, idleMs: 0 })
-      if (this.#events.has('acquire')) this.#events.emit('acquire', { connectionId: joinable.id, waitMs: 0 })
-      return this.#sharedCall(joinable)
+      if (this.#events.has('reuse')) this.#events.emit('reuse', { connectionId: join.id, idleMs: 0 })
+      if (this.#events.has('acquire')) this.#events.emit('acquire', { connectionId: join.id, waitMs: 0 })
+      return sharedCall(join)
     }
     const slot = await this.#take(idempotent, true, carried, true)
     // Woken to join a SHARED connection: its place was kept for it (#shareOut).
-    if (slot.state === 'SHARED') return this.#sharedCall(slot)
+    if (slot.state === 'SHARED') return sharedCall(slot)
     slot.state = 'SHARED'
     slot.sharers = 1
-    if (this.#depth(slot) > 1) slot.conn!.share?.(true)
-    const call = this.#sharedCall(slot)
+    if (pipelineDepth(slot, this.options.maxPipelined) > 1) slot.conn!.share?.(true)
+    const call = sharedCall(slot)
     this.#shareOut(slot)
     return call
-  }
-
-  #sharedCall(slot: Slot<C>): SharedCall<C> {
-    return { slot, callDeadlineAt: 0, callTimeoutMs: 0, cutOff: undefined }
-  }
-
-  /** Whether a shared call may join `slot` now: room in its pipeline, proven, not about to retire, checked (or the call may be replayed). */
-  #canJoin(slot: Slot<C>, idempotent: boolean): boolean {
-    return slot.state === 'SHARED' && slot.proven && !slot.broken && slot.sharers < this.#depth(slot) &&
-      (slot.probe === undefined || idempotent) && Date.now() < slot.expiresAt && inSameRequest(slot.context)
-  }
-
-  /** How many calls may share `slot`: maxPipelined on a direct connection whose driver can guard a shared client, else 1. */
-  #depth(slot: Slot<C>): number {
-    const conn = slot.conn!
-    return conn.sharedClient !== undefined && conn.direct === true ? this.options.maxPipelined : 1
   }
 
   /** Hands the shared callers at the head of the queue to `slot`, while it has room. */
@@ -914,7 +906,7 @@ export class Holder<C> {
     // A lazy connection's first statement goes alone (it carries the handshake), and nobody's
     // statement goes behind a liveness check still unanswered: #connected, or the release, share it out later.
     if (!slot.proven || slot.probe !== undefined) return
-    while (this.#waiters[0]?.shared && slot.sharers < this.#depth(slot)) {
+    while (this.#waiters[0]?.shared && slot.sharers < pipelineDepth(slot, this.options.maxPipelined)) {
       slot.sharers++
       this.#counts.reused++
       this.#waiters.shift()!.wake(slot)

@@ -13,7 +13,6 @@ import type { Holder, Lease } from './holder.js'
 import type { HolderOptions } from './options.js'
 import { planPool, type FacadeSettings, type PoolPlan } from './pool-config.js'
 import { poolError } from './pool-errors.js'
-import { shareable } from './session-state.js'
 import { clientOf, sentNothing, type NodePgClient } from './drivers/pg-client.js'
 
 /**
@@ -240,11 +239,9 @@ function poolClass(LibraryPool: abstract new (...args: never[]) => object): new 
         }
       }
       const checkout = this.#deadline()
-      // One statement outside a transaction, changing nothing in the session: pipelined with
-      // other callers' on a shared connection (holder.shared). Anything else (BEGIN, SET...)
-      // gets a connection to itself, and the session is reset after it.
-      const call = shareable(query.text) ? this.holder.shared : this.holder.run
-      const running = call.call(this.holder, async (view) => {
+      // Pipelined with other callers' when it opens no transaction and changes nothing in the
+      // session; otherwise a connection to itself, reset after it (holder.statement).
+      const running = this.holder.statement(query.text, async (view) => {
         if (!checkout.take()) throw new Abandoned()
         // A shared call's view guards what it sends; pg's events name the Client itself.
         const client = clientOf(view)

@@ -8,7 +8,6 @@
  * instance surviving: a new instance simply connects again.
  * @module
  */
-import { shareable } from '../session-state.js'
 import { DurableObject } from 'cloudflare:workers'
 import type { Holder, HolderStats, RunOptions } from '../holder.js'
 import type { Sql } from '../drivers/postgres.js'
@@ -71,8 +70,7 @@ export class WarmconnDurableObject<Env extends WarmconnEnv = WarmconnEnv> extend
     return this.#serve(
       () => checkQuery(text, params, options),
       async (holder) => {
-        const one = (sql: Sql) => sql.unsafe(text, params as never[])
-        return toQueryResult(await (shareable(text) ? holder.shared(one, runOptions(options)) : holder.run(one, runOptions(options))))
+        return toQueryResult(await holder.statement(text, (sql) => sql.unsafe(text, params as never[]), runOptions(options)))
       },
     )
   }
