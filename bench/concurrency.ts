@@ -1,7 +1,7 @@
 /**
  * `npm run bench:concurrency [-- --quick]`: many concurrent callers in one process (Lambda
  * Managed Instances, Vercel Fluid, a Node server) on an equal connection budget (2), each making
- * one-statement idempotent reads back to back, at simulated round trips of 0, 4 and 20 ms (the
+ * one-statement idempotent reads back to back for a fixed time per round, at simulated round trips of 0, 4 and 20 ms (the
  * latency proxy). Per point: calls/s (median of the rounds) and p99 call latency, for raw
  * postgres.js (`max: 2`, which pipelines), warmconn's exclusive `run` and pipelined `shared`,
  * pg.Pool and warmPool; then a Durable Object shard in Miniflare (the example Worker's GET /db,
@@ -22,7 +22,26 @@ const CONNECTIONS = 2
 const callers = quick ? [1, 64] : [1, 16, 64]
 const rtts = quick ? [0, 4] : [0, 4, 20]
 const rounds = quick ? 3 : 5
-const perCaller = (c: number, rtt: number) => Math.max(5, Math.round((c === 1 ? 200 : 20) / Math.max(1, rtt / 4)))
+// A round lasts a fixed time, every caller calling back to back until it is up: a round of a few
+// calls per caller would count whole round trips, and one more round trip in a round of five
+// moves the rate by 15% (what two earlier runs read as 0.88x at 20 ms).
+const roundMs = (rtt: number) => (quick ? 0.5 : 1) * Math.max(400, 40 * rtt)
+
+/** Calls `read` from `c` callers back to back for `ms`; the calls finished per second, each call's latency. */
+async function round(c: number, ms: number, read: (i: number, k: number) => Promise<unknown>, latencies: number[]): Promise<number> {
+  const started = performance.now()
+  const end = started + ms
+  let done = 0
+  await Promise.all(Array.from({ length: c }, async (_, i) => {
+    for (let k = 0; performance.now() < end; k++) {
+      const t = performance.now()
+      await read(i, k)
+      latencies.push(performance.now() - t)
+      done++
+    }
+  }))
+  return done / ((performance.now() - started) / 1000)
+}
 const quiet = { onnotice: () => {} }
 
 type Read = (n: number) => Promise<unknown>
@@ -68,18 +87,7 @@ try {
         await Promise.all(Array.from({ length: CONNECTIONS * 2 }, (_, i) => read(i))) // warm: connects, prepares
         const rates: number[] = []
         const latencies: number[] = []
-        for (let r = 0; r < rounds; r++) {
-          const each = perCaller(c, rtt)
-          const started = performance.now()
-          await Promise.all(Array.from({ length: c }, async (_, i) => {
-            for (let k = 0; k < each; k++) {
-              const t = performance.now()
-              await read(i * 1000 + k)
-              latencies.push(performance.now() - t)
-            }
-          }))
-          rates.push((c * each) / ((performance.now() - started) / 1000))
-        }
+        for (let r = 0; r < rounds; r++) rates.push(await round(c, roundMs(rtt), (i, k) => read(i * 1000 + k % 1000), latencies))
         await close()
         latencies.sort((a, b) => a - b)
         rates.sort((a, b) => a - b)
@@ -102,16 +110,10 @@ try {
           const rates: number[] = []
           const latencies: number[] = []
           for (let r = 0; r < rounds; r++) {
-            const each = Math.max(3, Math.round(perCaller(c, rtt) / 4))
-            const started = performance.now()
-            await Promise.all(Array.from({ length: c }, async () => {
-              for (let k = 0; k < each; k++) {
-                const res = await worker.fetch('GET', '/db')
-                if (res.status !== 200) throw new Error(`GET /db answered ${res.status}`)
-                latencies.push(res.ms)
-              }
-            }))
-            rates.push((c * each) / ((performance.now() - started) / 1000))
+            rates.push(await round(c, roundMs(rtt), async () => {
+              const res = await worker.fetch('GET', '/db')
+              if (res.status !== 200) throw new Error(`GET /db answered ${res.status}`)
+            }, latencies))
           }
           latencies.sort((a, b) => a - b)
           rates.sort((a, b) => a - b)
@@ -129,7 +131,7 @@ try {
 }
 
 const find = (s: string, c: number, rtt: number) => rows.find((r) => r.subject === s && r.callers === c && r.rtt === rtt)!
-console.log(`\nConcurrency (${quick ? 'quick, ' : ''}${CONNECTIONS} connections each; calls/s is the median of ${rounds} rounds; p50/p99 per call in ms)\n`)
+console.log(`\nConcurrency (${quick ? 'quick, ' : ''}${CONNECTIONS} connections each; calls/s is the median of ${rounds} rounds of ${roundMs(0)} ms (${roundMs(20)} ms at 20 ms), every caller calling back to back; p50/p99 per call in ms)\n`)
 console.log('| round trip | callers | subject | calls/s | p50 | p99 |')
 console.log('|---|---|---|---|---|---|')
 for (const r of rows) console.log(`| ${r.rtt} ms | ${r.callers} | ${r.subject} | ${Math.round(r.perSecond)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} |`)

@@ -327,6 +327,10 @@ function ownSocket(o: PostgresOptions): ((opts: SocketOptions) => Promise<NodeSo
     // postgres.js reads these for TLS (the server name) and its error messages.
     s.host = host[0]!
     s.port = port[0]!
+    // No Nagle, as libpq and node-postgres: postgres.js leaves it on, so a statement written
+    // while the connection's last flight is unacknowledged (pipelining, or a probe then the
+    // statement) waits for that ACK, which the peer may delay by up to 40 ms (Linux).
+    s.setNoDelay(true)
     if (path) s.connect(path)
     else s.connect(port[0]!, host[0]!)
     return s
