@@ -5,25 +5,29 @@
  * invocations) fires no timers; timers only close idle connections early in a live process.
  *
  * This file is the state machine (slot states in slot.ts); the policies it consults live beside
- * it: connect-policy.ts (attempts, backoff, budget, typed failure), call-deadlines.ts (one timer
- * for every call's deadline), hygiene.ts (rollback and session reset), stats.ts (the counters).
+ * it: connect-policy.ts (attempts, backoff, budget, typed failure), revalidation.ts (whether and
+ * how an idle connection is checked), call-verdict.ts (what a call's failure means, and whether
+ * it runs again), call-deadlines.ts (one timer for every call's deadline), sharing.ts (who may
+ * join a shared connection), hygiene.ts (rollback and session reset), stats.ts (the counters).
  * @module
  */
 import type { Classified, Driver, DriverConnection } from './driver.js'
 import { AcquireTimeoutError, CallTimeoutError, ClosedError, CrossRequestError, InvalidOptionError, WarmconnError, lostError, type ConnectError } from './errors.js'
 import { CallDeadlines } from './call-deadlines.js'
 import { ambientDeadline } from './call-scope.js'
+import { atInvocationDeadline, CallTimeout, mayReplay, verdict } from './call-verdict.js'
 import { attemptTimeoutMs, openOnce, retryDelay } from './connect-policy.js'
 import { Emitter, type HolderEventName, type Listener } from './events.js'
 import { cleanupFor, resetSession, rollBack } from './hygiene.js'
 import { checkRunOptions, checkTimeout, describe, resolveOptions, type HolderOptions, type ResolvedOptions } from './options.js'
 import { bindToRequest, inSameRequest } from './request-context.js'
 import { serverIdleTimeoutMs } from './server-idle.js'
-import { CONNECT_FAILURES, newSlot, type ConnectTry, type SharedCall, type Slot, type Waiter } from './slot.js'
+import { newSlot, type ConnectTry, type SharedCall, type Slot, type Waiter } from './slot.js'
+import { bounded, checkNeeded, SETTLE_AFTER_IDLE_MS, waitedOut } from './revalidation.js'
 import { shareable } from './session-state.js'
 import { hasSpare, joinable, pipelineDepth, sharedCall } from './sharing.js'
 import { newCounts, type HolderStats } from './stats.js'
-import { deadlineTimer, settle, sleep, within, withTimeout, type DeadlineTimer } from './timer.js'
+import { deadlineTimer, settle, sleep, within, type DeadlineTimer } from './timer.js'
 import { idleSessionWarning, pooledSessionWarning, preparedStatementWarning, type Warning } from './warnings.js'
 
 export type { HolderStats } from './stats.js'
@@ -157,49 +161,36 @@ export class Holder<C> {
         if (err instanceof CallTimeout) {
           // Already destroyed (#timeOut). Treated as a lost connection: replayed once only if
           // idempotent, because the work may have run, or may still be running, on the server.
-          // Not past the invocation's own deadline, though: a replay there could only time out.
-          const until = ambientDeadline()
-          if (attempt === 1 && idempotent && !this.#closed && (until === undefined || until > Date.now())) {
-            this.#counts.replays++
-            this.#events.emit('replay', { code: 'WARMCONN_CALL_TIMEOUT', idempotent: true })
+          if (mayReplay(attempt, idempotent, this.#closed)) {
+            this.#replaying('WARMCONN_CALL_TIMEOUT', true)
             continue
           }
           this.#counts.failures++
-          throw new CallTimeoutError(timeoutMs, this.#driver.target, until !== undefined && until <= Date.now() + 5)
+          throw new CallTimeoutError(timeoutMs, this.#driver.target, atInvocationDeadline())
         }
         const seen = this.#classify(err, slot.conn)
-        if (!slot.proven && CONNECT_FAILURES.has(seen.kind)) {
-          // fn's first statement carried the handshake (a lazy connect) and the handshake failed:
-          // a failed connect attempt, under the connect policy, with nothing sent. fn runs again
-          // once a connection is open; that is not the call's one replay. (Nobody joins a
-          // shared connection before it is proven, so fn was alone on it.)
+        const reading = verdict(seen, slot.proven)
+        if (reading === 'connect') {
+          // fn runs again once a connection is open; that is not the call's one replay. (Nobody
+          // joins a shared connection before it is proven, so fn was alone on it.)
           this.#end(slot, call)
           this.#discard(slot)
-          let delayMs: number
-          try {
-            delayMs = this.#retryDelay(err, seen, slot.connect)
-          } catch (final) {
-            this.#connectFailed(final, slot.connect.attempts)
-            this.#counts.failures++
-            throw final
-          }
-          await sleep(delayMs)
+          await this.#backOff(err, seen, slot.connect)
           carried = slot.connect
           attempt--
           continue
         }
         // A pipelined liveness check that went unanswered destroyed the connection under fn, so
         // fn's error, whatever it says, is that of a lost connection.
-        if (seen.kind === 'query' && (slot.probe === undefined ? this.#intact(slot) : await this.#probeAnswered(slot))) {
-          // An SQL error or the caller's own exception: the connection is fine, the session may not be.
+        if (reading === 'query' && (slot.probe === undefined ? this.#intact(slot) : await this.#probeAnswered(slot))) {
+          // The connection is fine, the session may not be.
           await this.#back(slot, call)
           this.#counts.failures++
           throw err
         }
         this.#lose(slot, call, seen.code)
-        if (attempt === 1 && (idempotent || seen.notSent) && !this.#closed) {
-          this.#counts.replays++
-          this.#events.emit('replay', { code: seen.code, idempotent })
+        if (mayReplay(attempt, idempotent || seen.notSent, this.#closed)) {
+          this.#replaying(seen.code, idempotent)
           continue
         }
         this.#counts.failures++
@@ -445,9 +436,9 @@ export class Holder<C> {
   }
 
   /**
-   * After a gap: lets a queued close land, then, if idle past staleAfterMs, checks the connection
-   * (bounded by pingTimeoutMs): for an idempotent call with a probe pipelined ahead of its first
-   * statement, otherwise with a ping before anything is sent.
+   * After a gap: lets a queued close land, then checks the connection if it was idle past
+   * staleAfterMs (revalidation.ts decides how): a probe goes out in the call's own flight, a ping
+   * before anything is sent.
    */
   async #revalidate(slot: Slot<C>, idleMs: number, idempotent: boolean): Promise<boolean> {
     // After a real gap (a freeze, a quiet spell) the server's goodbye may be queued unread; let it
@@ -455,45 +446,29 @@ export class Holder<C> {
     if (idleMs >= SETTLE_AFTER_IDLE_MS) await settle()
     if (slot.broken) return this.#drop(slot, undefined), false
     if (this.#closed) return this.#release(slot), false
-    if (idleMs < this.options.staleAfterMs) {
-      this.#handOut(slot, idleMs)
-      return true
-    }
-    // A call that may run twice can go out at once, in the probe's flight: if the probe goes
-    // unanswered the connection is destroyed and the call replayed. A write never may: it could
-    // land in a socket that is already dead, with an unknown outcome.
-    if (idempotent && slot.conn!.probe && slot.conn!.direct) {
-      slot.probe = this.#checked(slot, idleMs, slot.conn!.probe!())
-      this.#counts.reused++
-      slot.state = 'ALLOCATED'
-      return true
-    }
-    if (!(await this.#checked(slot, idleMs, slot.conn!.ping()))) return false
+    const check = checkNeeded(slot.conn!, idleMs, this.options.staleAfterMs, idempotent)
+    if (check === 'none') return this.#handOut(slot, idleMs), true
+    // The call goes out at once, behind the probe; an unanswered probe destroys the connection
+    // and the call is replayed (#call).
+    if (check === 'probe') slot.probe = this.#checked(slot, idleMs, slot.conn!.probe!())
+    else if (!(await this.#checked(slot, idleMs, slot.conn!.ping()))) return false
     if (slot.broken) return this.#drop(slot, undefined), false
     this.#counts.reused++
     slot.state = 'ALLOCATED'
     return true
   }
 
-  /**
-   * A liveness check (ping, or probe) bounded by pingTimeoutMs: settles true when answered in
-   * time; otherwise the connection is destroyed and it settles false. Never rejects.
-   */
-  #checked(slot: Slot<C>, idleMs: number, check: Promise<void>): Promise<boolean> {
-    const started = Date.now()
-    return withTimeout(check, this.options.pingTimeoutMs, () => new PingTimeout()).then(
-      () => {
-        this.#counts.revalidated++
-        this.#events.emit('revalidateSuccess', { connectionId: slot.id, idleMs, durationMs: Date.now() - started })
-        return true
-      },
-      (err: unknown) => this.#checkFailed(slot, idleMs, err),
-    )
+  /** A liveness check, bounded by pingTimeoutMs: true when answered in time; otherwise the connection is destroyed. Never rejects. */
+  async #checked(slot: Slot<C>, idleMs: number, check: Promise<void>): Promise<boolean> {
+    const outcome = await bounded(check, this.options.pingTimeoutMs)
+    if (!outcome.ok) return this.#checkFailed(slot, idleMs, outcome.error, outcome.timedOut)
+    this.#counts.revalidated++
+    this.#events.emit('revalidateSuccess', { connectionId: slot.id, idleMs, durationMs: outcome.durationMs })
+    return true
   }
 
   /** A liveness check failed or went unanswered: counted, reported, the connection destroyed. */
-  #checkFailed(slot: Slot<C>, idleMs: number, err: unknown): false {
-    const timedOut = err instanceof PingTimeout
+  #checkFailed(slot: Slot<C>, idleMs: number, err: unknown, timedOut: boolean): false {
     const code = timedOut ? 'PING_TIMEOUT' : this.#driver.classify(err).code
     this.#counts.revalidateFailures++
     this.#events.emit('revalidateFail', { connectionId: slot.id, idleMs, code, timedOut })
@@ -573,6 +548,24 @@ export class Holder<C> {
         await sleep(this.#retryDelay(err, this.#driver.classify(err), slot.connect))
       }
     }
+  }
+
+  /** A lazy connect failed under a call: waits out the policy's backoff, or throws its final error. */
+  async #backOff(err: unknown, seen: Classified, connect: ConnectTry): Promise<void> {
+    let delayMs: number
+    try {
+      delayMs = this.#retryDelay(err, seen, connect)
+    } catch (final) {
+      this.#connectFailed(final, connect.attempts)
+      this.#counts.failures++
+      throw final
+    }
+    await sleep(delayMs)
+  }
+
+  #replaying(code: string | undefined, idempotent: boolean): void {
+    this.#counts.replays++
+    this.#events.emit('replay', { code, idempotent })
   }
 
   /** The policy's verdict on a failed attempt (connect-policy.ts): throws the final error, or counts a retry and returns its backoff. */
@@ -728,9 +721,9 @@ export class Holder<C> {
    * ping. False once the slot was lost (dropped, closed).
    */
   async #maintained(slot: Slot<C>): Promise<boolean> {
-    const timedOut = await withTimeout(slot.maintaining!.then(() => false), this.options.pingTimeoutMs, () => new PingTimeout()).catch(() => true)
+    const done = await waitedOut(slot.maintaining!, this.options.pingTimeoutMs)
     slot.maintaining = undefined
-    if (timedOut) return this.#checkFailed(slot, Date.now() - slot.lastUsedAt, new PingTimeout())
+    if (!done) return this.#checkFailed(slot, Date.now() - slot.lastUsedAt, undefined, true)
     if (slot.state === 'CLOSED') return false
     if (slot.broken) return this.#drop(slot, undefined), false
     return true
@@ -949,9 +942,4 @@ export class Holder<C> {
   }
 }
 
-class PingTimeout extends Error {}
-class CallTimeout extends Error {}
-
-/** Idle time after which queued socket events are let in before a connection is handed out. */
-const SETTLE_AFTER_IDLE_MS = 50
 

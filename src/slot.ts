@@ -65,9 +65,6 @@ export interface ConnectTry {
   startedAt: number
 }
 
-// Errors that, on a connection not yet authenticated, mean the connect failed: nothing was sent.
-export const CONNECT_FAILURES = new Set(['auth', 'config', 'transient', 'connection'])
-
 /** One shared call on a slot: its own deadline, since several run on the slot at once. */
 export interface SharedCall<C> {
   readonly slot: Slot<C>
