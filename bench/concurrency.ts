@@ -1,7 +1,8 @@
 /**
  * `npm run bench:concurrency [-- --quick]`: many concurrent callers in one process (Lambda
  * Managed Instances, Vercel Fluid, a Node server) on an equal connection budget (2), each making
- * one-statement idempotent reads back to back for a fixed time per round, at simulated round trips of 0, 4 and 20 ms (the
+ * one-statement idempotent reads back to back for a fixed time per round (the subjects' rounds
+ * interleaved), at simulated round trips of 0, 4 and 20 ms (the
  * latency proxy). Per point: calls/s (median of the rounds) and p99 call latency, for raw
  * postgres.js (`max: 2`, which pipelines), warmconn's exclusive `run` and pipelined `shared`,
  * pg.Pool and warmPool; then a Durable Object shard in Miniflare (the example Worker's GET /db,
@@ -21,7 +22,7 @@ const quick = process.argv.includes('--quick')
 const CONNECTIONS = 2
 const callers = quick ? [1, 64] : [1, 16, 64]
 const rtts = quick ? [0, 4] : [0, 4, 20]
-const rounds = quick ? 3 : 5
+const rounds = quick ? 3 : 7
 // A round lasts a fixed time, every caller calling back to back until it is up: a round of a few
 // calls per caller would count whole round trips, and one more round trip in a round of five
 // moves the rate by 15% (what two earlier runs read as 0.88x at 20 ms).
@@ -82,12 +83,17 @@ try {
     proxy.setLatencyMs(rtt)
     const url = db.urlFor({ port: proxy.port })
     for (const c of callers) {
-      for (const subject of subjects) {
+      // Every subject set up at once and their rounds interleaved, so a spell of background load
+      // or a CPU clock change falls on all of them, not on whichever ran then.
+      const live = await Promise.all(subjects.map(async (subject) => {
         const { read, close } = await subject.setup(url)
         await Promise.all(Array.from({ length: CONNECTIONS * 2 }, (_, i) => read(i))) // warm: connects, prepares
-        const rates: number[] = []
-        const latencies: number[] = []
-        for (let r = 0; r < rounds; r++) rates.push(await round(c, roundMs(rtt), (i, k) => read(i * 1000 + k % 1000), latencies))
+        return { subject, read, close, rates: [] as number[], latencies: [] as number[] }
+      }))
+      for (let r = 0; r < rounds; r++) {
+        for (const s of live) s.rates.push(await round(c, roundMs(rtt), (i, k) => s.read(i * 1000 + k % 1000), s.latencies))
+      }
+      for (const { subject, close, rates, latencies } of live) {
         await close()
         latencies.sort((a, b) => a - b)
         rates.sort((a, b) => a - b)
