@@ -56,7 +56,8 @@ export function relayShutdown(): void {
     if (message?.type !== 'join') return
     joined++
     waitMs = Math.max(waitMs, message.timeoutMs)
-    if (!process.listeners('SIGTERM').includes(onSigterm)) process.once('SIGTERM', onSigterm)
+    // First in line: a listener of the runtime's that calls process.exit() must find the exit hold set.
+    if (!process.listeners('SIGTERM').includes(onSigterm)) process.prependOnceListener('SIGTERM', onSigterm)
     channel.postMessage({ type: 'joined', threadId: message.threadId } satisfies Message)
   }
 }

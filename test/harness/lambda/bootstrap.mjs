@@ -26,6 +26,8 @@
  * SIGTERM listener, so SIGTERM's default action ends the process unless something (a preload)
  * listens. Each worker runs the runtime below: its own module scope, its own polling loops. A
  * worker that crashes ends only its thread; the process ends when every thread has.
+ * LAMBDA_EMULATOR_MAIN_SIGTERM=exit gives the main thread a SIGTERM listener that calls
+ * process.exit(0) at once instead: AWS's managed runtime is not published, and either is possible.
  *
  * Environment: AWS_LAMBDA_RUNTIME_API, LAMBDA_TASK_ROOT, _HANDLER (`file.export`, the file being
  * `file.mjs` in the task root), LAMBDA_EMULATOR_CONCURRENCY (polling loops per thread, default 1),
@@ -71,6 +73,7 @@ function runtime() {
 
 /** @param {number} count */
 function startWorkers(count) {
+  if (env.LAMBDA_EMULATOR_MAIN_SIGTERM === 'exit') process.on('SIGTERM', () => process.exit(0))
   for (let i = 0; i < count; i++) {
     const worker = new Worker(new URL(import.meta.url), { env: process.env, execArgv: process.execArgv })
     worker.on('error', (error) => console.error(`Worker ${i} error:`, String(error)))

@@ -61,6 +61,12 @@ export interface ManagedOptions {
   threads: number
   /** Invocations each thread runs at once (on Lambda PerExecutionEnvironmentMaxConcurrency, shared by the threads). */
   concurrencyPerThread: number
+  /**
+   * What the runtime's main thread does on SIGTERM: 'none' (no listener, as the open-source
+   * runtime interface client's multi-concurrent mode: the signal's default action ends the
+   * process) or 'exit' (a listener calling process.exit(0) at once). Default 'none'.
+   */
+  mainSigterm?: 'none' | 'exit'
 }
 
 export interface InvokeError {
@@ -141,6 +147,7 @@ export async function startLambda(opts: LambdaOptions): Promise<LambdaEmulator> 
     env: opts.env ?? {},
     concurrency,
     threads,
+    mainSigterm: managed?.mainSigterm ?? 'none',
     freeze: managed ? false : (opts.freeze ?? true),
     timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     sigtermOnShutdown: opts.sigtermOnShutdown ?? managed !== undefined,
@@ -150,6 +157,7 @@ export async function startLambda(opts: LambdaOptions): Promise<LambdaEmulator> 
 interface Settings extends Required<Omit<LambdaOptions, 'managed'>> {
   /** Worker threads (managed); 0: the handler runs in the main thread. */
   threads: number
+  mainSigterm: 'none' | 'exit'
 }
 
 class Emulator implements LambdaEmulator {

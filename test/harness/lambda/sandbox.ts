@@ -37,6 +37,8 @@ export interface SandboxOptions {
   concurrency: number
   /** Worker threads the runtime's main thread starts (Lambda Managed Instances); 0: none. */
   threads: number
+  /** What the runtime's main thread does on SIGTERM (threads > 0). */
+  mainSigterm: 'none' | 'exit'
   onLog: (line: string) => void
 }
 
@@ -169,7 +171,9 @@ function lambdaEnv(opts: SandboxOptions, runtimeApi: string): Record<string, str
     ...(opts.concurrency > 1 || opts.threads > 0
       ? { AWS_LAMBDA_MAX_CONCURRENCY: String(opts.concurrency * Math.max(1, opts.threads)) }
       : {}),
-    ...(opts.threads > 0 ? { LAMBDA_EMULATOR_THREADS: String(opts.threads), AWS_LAMBDA_NODEJS_WORKER_COUNT: String(opts.threads) } : {}),
+    ...(opts.threads > 0
+      ? { LAMBDA_EMULATOR_THREADS: String(opts.threads), AWS_LAMBDA_NODEJS_WORKER_COUNT: String(opts.threads), LAMBDA_EMULATOR_MAIN_SIGTERM: opts.mainSigterm }
+      : {}),
     ...opts.env,
   }
 }
