@@ -2,13 +2,17 @@
  * AWS Lambda adapter: wraps a handler so warm invocations reuse the module-scope connection
  * safely. The connection itself is the holder's business; this file only knows Lambda: cold
  * starts, the event-loop flag, SIGTERM at shutdown, and not holding up the end of an invocation.
+ * In a worker thread (Lambda Managed Instances) SIGTERM never arrives: the thread joins the
+ * main-thread relay instead (threads.ts, loaded there by `warmconn/lambda/shutdown`).
  * @module
  */
 import { AsyncLocalStorage } from 'node:async_hooks'
+import { isMainThread } from 'node:worker_threads'
 import type { Callback, Context } from 'aws-lambda'
 import { provideDeadline } from '../call-scope.js'
 import { InvalidOptionError } from '../errors.js'
 import { closeAll } from '../registry.js'
+import { joinShutdown } from './threads.js'
 
 // Each invocation's deadline, for the calls it starts (call-scope.ts). On Lambda Managed
 // Instances up to 64 invocations run at once in one module scope, and Lambda does not stop one
@@ -23,14 +27,22 @@ export interface WarmLambdaOptions {
   /**
    * Close every warm connection when Lambda sends SIGTERM. Lambda only sends it to functions with
    * an extension registered; without one the process is killed and the server ends the session.
+   * In a worker thread (Lambda Managed Instances) the signal reaches only the main thread: this
+   * thread's connections are closed when `warmconn/lambda/shutdown` is preloaded there.
    */
   closeOnSigterm?: boolean
-  /** Time the SIGTERM close may take; Lambda allows the runtime about 300 ms in all. */
+  /**
+   * Time the SIGTERM close may take; Lambda allows the runtime about 300 ms in all. In a worker
+   * thread, invocations in flight first finish within it, then the connections close.
+   */
   sigtermTimeoutMs?: number
 }
 
 let coldStart = true
 let sigtermInstalled = false
+/** Invocations of this module scope in flight, and who waits for there to be none (worker shutdown). */
+let inFlight = 0
+let drained: Array<() => void> = []
 
 /** True during the first invocation of this execution environment (process). */
 export function isColdStart(): boolean {
@@ -69,10 +81,12 @@ export function withWarmconn<E, R>(
     const run = (): Promise<R> => handler.length >= 3
       ? callbackToPromise(handler as CallbackHandler<E, R>, event, context)
       : (handler as AsyncHandler<E, R>)(event, context)
+    inFlight++
     try {
       return Number.isFinite(remainingMs) && remainingMs! > 0 ? await invocation.run(Date.now() + remainingMs!, run) : await run()
     } finally {
       coldStart = false
+      if (--inFlight === 0) for (const resolve of drained.splice(0)) resolve()
     }
   }
 }
@@ -98,9 +112,25 @@ function callbackToPromise<E, R>(handler: CallbackHandler<E, R>, event: E, conte
   })
 }
 
+/** Resolves once no invocation is in flight, or after timeoutMs. */
+function drain(timeoutMs: number): Promise<void> {
+  if (inFlight === 0) return Promise.resolve()
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs)
+    drained.push(() => {
+      clearTimeout(timer)
+      resolve()
+    })
+  })
+}
+
 function installSigterm(timeoutMs: number): void {
   if (sigtermInstalled) return
   sigtermInstalled = true
+  if (!isMainThread) {
+    joinShutdown(timeoutMs, drain, (closeMs) => closeAll({ timeoutMs: closeMs }))
+    return
+  }
   process.once('SIGTERM', () => {
     // Send Terminate to each server so its backend ends now instead of lingering until TCP
     // keepalive notices; anything uncommitted is rolled back by the server, never committed.

@@ -19,14 +19,27 @@
  * - with multi-concurrency, callback-style handlers are refused at init, as Lambda Managed
  *   Instances do.
  *
+ * Lambda Managed Instances (LAMBDA_EMULATOR_THREADS > 0), as the runtime interface client's
+ * multi-concurrent mode does it (aws-lambda-nodejs-runtime-interface-client, src/worker/): the main
+ * thread loads no handler and only starts the worker threads, each from this same file with
+ * `env: process.env` and the main thread's execArgv, and waits for them to exit; it installs no
+ * SIGTERM listener, so SIGTERM's default action ends the process unless something (a preload)
+ * listens. Each worker runs the runtime below: its own module scope, its own polling loops. A
+ * worker that crashes ends only its thread; the process ends when every thread has.
+ * LAMBDA_EMULATOR_MAIN_SIGTERM=exit gives the main thread a SIGTERM listener that calls
+ * process.exit(0) at once instead: AWS's managed runtime is not published, and either is possible.
+ *
  * Environment: AWS_LAMBDA_RUNTIME_API, LAMBDA_TASK_ROOT, _HANDLER (`file.export`, the file being
- * `file.mjs` in the task root), LAMBDA_EMULATOR_CONCURRENCY (polling loops, default 1).
+ * `file.mjs` in the task root), LAMBDA_EMULATOR_CONCURRENCY (polling loops per thread, default 1),
+ * LAMBDA_EMULATOR_THREADS (worker threads, default 0: the handler runs in the main thread).
  */
 import http from 'node:http'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { isMainThread, Worker } from 'node:worker_threads'
 
 const env = process.env
+const threads = Number(env.LAMBDA_EMULATOR_THREADS ?? '0')
 const [host, port] = required('AWS_LAMBDA_RUNTIME_API').split(':')
 const concurrency = Number(env.LAMBDA_EMULATOR_CONCURRENCY ?? '1')
 const API = '/2018-06-01/runtime'
@@ -40,18 +53,37 @@ let initialised = false
 /** @type {Map<string, () => void>} what each invocation does when the event loop runs empty */
 const onEventLoopEmpty = new Map()
 
-process.on('beforeExit', () => [...onEventLoopEmpty.values()].forEach((listener) => listener()))
-process.on('uncaughtException', (error) => crash(error, 129))
-process.on('unhandledRejection', (reason) =>
-  crash(runtimeError('UnhandledPromiseRejection', String(reason)), 128),
-)
+if (threads > 0 && isMainThread) startWorkers(threads)
+else runtime()
 
-// Not awaited at top level: a pending top-level await would end the process when the loop
-// drains, and draining the loop is exactly what callbackWaitsForEmptyEventLoop waits for.
-loadHandler().then((handler) => {
-  initialised = true
-  for (let i = 0; i < concurrency; i++) pollForever(handler).catch(exitOnRuntimeApiFailure)
-}, (error) => crash(error, 129))
+function runtime() {
+  process.on('beforeExit', () => [...onEventLoopEmpty.values()].forEach((listener) => listener()))
+  process.on('uncaughtException', (error) => crash(error, 129))
+  process.on('unhandledRejection', (reason) =>
+    crash(runtimeError('UnhandledPromiseRejection', String(reason)), 128),
+  )
+
+  // Not awaited at top level: a pending top-level await would end the process when the loop
+  // drains, and draining the loop is exactly what callbackWaitsForEmptyEventLoop waits for.
+  loadHandler().then((handler) => {
+    initialised = true
+    for (let i = 0; i < concurrency; i++) pollForever(handler).catch(exitOnRuntimeApiFailure)
+  }, (error) => crash(error, 129))
+}
+
+/** @param {number} count */
+function startWorkers(count) {
+  if (env.LAMBDA_EMULATOR_MAIN_SIGTERM === 'exit') process.on('SIGTERM', () => process.exit(0))
+  for (let i = 0; i < count; i++) {
+    const worker = new Worker(new URL(import.meta.url), { env: process.env, execArgv: process.execArgv })
+    worker.on('error', (error) => console.error(`Worker ${i} error:`, String(error)))
+    worker.on('exit', (code) => {
+      if (code === 0) return
+      console.error(`Worker ${i} exited with code ${code}`)
+      process.exitCode = code
+    })
+  }
+}
 
 /** @returns {Promise<Function>} */
 async function loadHandler() {
@@ -62,7 +94,7 @@ async function loadHandler() {
   if (typeof handler !== 'function') {
     throw runtimeError('HandlerNotFound', `${handlerName} is undefined or not exported`)
   }
-  if (concurrency > 1 && handler.length >= 3) {
+  if ((concurrency > 1 || threads > 0) && handler.length >= 3) {
     throw runtimeError('CallbackHandlerDeprecated', 'callback-style handlers cannot run with multi-concurrency')
   }
   return handler
@@ -86,7 +118,7 @@ async function pollForever(handler) {
 function invokeOnce(handler, event, headers) {
   const id = String(headers['lambda-runtime-aws-request-id'])
   const deadlineMs = Number(headers['lambda-runtime-deadline-ms'])
-  if (concurrency === 1) env._X_AMZN_TRACE_ID = String(headers['lambda-runtime-trace-id'])
+  if (concurrency === 1 && threads === 0) env._X_AMZN_TRACE_ID = String(headers['lambda-runtime-trace-id'])
   inFlight.add(id)
 
   return new Promise((resolve) => {

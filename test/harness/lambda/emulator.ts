@@ -4,6 +4,12 @@
  * them, cold-started again after a timeout or crash, SIGTERM on shutdown only when asked for,
  * several invocations in one process with multi-concurrency.
  *
+ * With `managed`, Lambda Managed Instances instead: one runtime process whose main thread starts
+ * worker threads, each loading the handler module and running up to `concurrencyPerThread`
+ * invocations at once; never frozen; the function timeout not enforced (the handler keeps running
+ * and a late answer is still taken, marked `late`); shutdown is SIGTERM, then SIGKILL after the
+ * grace time.
+ *
  * @example
  * const lambda = await startLambda({ handlerFile: await build('functions/lambda.ts', join(tmp, 'lambda.mjs')) })
  * const { result, coldStart } = await lambda.invoke(httpEvent({ method: 'GET', path: '/health' }))
@@ -40,8 +46,27 @@ export interface LambdaOptions {
   freeze?: boolean
   /** Function timeout. Default 3000, as on Lambda. */
   timeoutMs?: number
-  /** Lambda sends SIGTERM before shutdown only when an extension is registered. Default false. */
+  /**
+   * Lambda sends SIGTERM before shutdown only when an extension is registered. Default false, and
+   * true with `managed` (what Lambda Managed Instances do without an extension is not documented;
+   * a test that needs the kill without SIGTERM says false).
+   */
   sigtermOnShutdown?: boolean
+  /** Lambda Managed Instances: worker threads in one never-frozen process. Excludes `concurrency` and `freeze`. */
+  managed?: ManagedOptions
+}
+
+export interface ManagedOptions {
+  /** Worker threads the runtime starts (AWS_LAMBDA_NODEJS_WORKER_COUNT; on Lambda one per vCPU by default). */
+  threads: number
+  /** Invocations each thread runs at once (on Lambda PerExecutionEnvironmentMaxConcurrency, shared by the threads). */
+  concurrencyPerThread: number
+  /**
+   * What the runtime's main thread does on SIGTERM: 'none' (no listener, as the open-source
+   * runtime interface client's multi-concurrent mode: the signal's default action ends the
+   * process) or 'exit' (a listener calling process.exit(0) at once). Default 'none'.
+   */
+  mainSigterm?: 'none' | 'exit'
 }
 
 export interface InvokeError {
@@ -59,6 +84,8 @@ export interface InvokeResult {
   durationMs: number
   /** The first invocation this process served. */
   coldStart: boolean
+  /** Answered after its deadline: only with `managed`, where the timeout is not enforced. */
+  late?: boolean
 }
 
 export interface ShutdownResult extends ExitInfo {
@@ -82,7 +109,7 @@ export interface LambdaEmulator {
   kill(): Promise<void>
 }
 
-const OPTION_KEYS = new Set(['handlerFile', 'handlerExport', 'env', 'concurrency', 'freeze', 'timeoutMs', 'sigtermOnShutdown'])
+const OPTION_KEYS = new Set(['handlerFile', 'handlerExport', 'env', 'concurrency', 'freeze', 'timeoutMs', 'sigtermOnShutdown', 'managed'])
 
 /**
  * Prepares an emulated function. The process starts on the first invoke (an on-demand cold
@@ -100,9 +127,17 @@ export async function startLambda(opts: LambdaOptions): Promise<LambdaEmulator> 
   if (!/^[^.]+\.mjs$/.test(basename(handlerFile))) {
     throw new TypeError(`startLambda: handlerFile must be named name.mjs, got '${basename(handlerFile)}'`)
   }
-  const concurrency = opts.concurrency ?? 1
+  const { managed } = opts
+  if (managed && (opts.concurrency !== undefined || opts.freeze)) {
+    throw new TypeError('startLambda: managed excludes concurrency (use managed.concurrencyPerThread) and freeze (never frozen)')
+  }
+  const concurrency = managed?.concurrencyPerThread ?? opts.concurrency ?? 1
   if (!Number.isInteger(concurrency) || concurrency < 1) {
     throw new TypeError(`startLambda: concurrency must be a positive integer, got ${concurrency}`)
+  }
+  const threads = managed?.threads ?? 0
+  if (managed && (!Number.isInteger(threads) || threads < 1)) {
+    throw new TypeError(`startLambda: managed.threads must be a positive integer, got ${threads}`)
   }
   // Fail here with the path, not as an init error on the first invoke.
   await access(handlerFile)
@@ -111,10 +146,18 @@ export async function startLambda(opts: LambdaOptions): Promise<LambdaEmulator> 
     handlerExport: opts.handlerExport ?? 'handler',
     env: opts.env ?? {},
     concurrency,
-    freeze: opts.freeze ?? true,
+    threads,
+    mainSigterm: managed?.mainSigterm ?? 'none',
+    freeze: managed ? false : (opts.freeze ?? true),
     timeoutMs: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
-    sigtermOnShutdown: opts.sigtermOnShutdown ?? false,
+    sigtermOnShutdown: opts.sigtermOnShutdown ?? managed !== undefined,
   })
+}
+
+interface Settings extends Required<Omit<LambdaOptions, 'managed'>> {
+  /** Worker threads (managed); 0: the handler runs in the main thread. */
+  threads: number
+  mainSigterm: 'none' | 'exit'
 }
 
 class Emulator implements LambdaEmulator {
@@ -122,7 +165,7 @@ class Emulator implements LambdaEmulator {
   private starting: Promise<Sandbox> | undefined
   private readonly lines: string[] = []
 
-  constructor(private readonly opts: Required<LambdaOptions>) {}
+  constructor(private readonly opts: Settings) {}
 
   get pid(): number | undefined {
     return this.box?.alive ? this.box.pid : undefined
@@ -152,11 +195,13 @@ class Emulator implements LambdaEmulator {
     box.inFlight++
     const requestId = randomUUID()
     const pending = box.api.deliver({ requestId, payload: JSON.stringify(event) ?? 'null', timeoutMs })
-    const answer = await this.answer(box, pending, requestId, timeoutMs)
+    let deadline = Infinity
+    void pending.picked.then(() => (deadline = Date.now() + timeoutMs))
+    const answer = this.opts.threads > 0 ? await this.lateAnswer(box, pending, requestId) : await this.answer(box, pending, requestId, timeoutMs)
     const durationMs = performance.now() - startedAt
     box.inFlight--
     if (this.opts.freeze) await this.freezeWhenIdle(box)
-    return { requestId, coldStart, durationMs, ...answer }
+    return { requestId, coldStart, durationMs, ...answer, ...(this.opts.threads > 0 && Date.now() > deadline ? { late: true } : {}) }
   }
 
   async shutdown(): Promise<ShutdownResult> {
@@ -221,6 +266,28 @@ class Emulator implements LambdaEmulator {
       }
     } finally {
       expiry.abort()
+    }
+  }
+
+  /**
+   * Lambda Managed Instances: no function timeout, so the runtime's answer or the process ending,
+   * whenever it comes. The init limit still applies.
+   */
+  private async lateAnswer(box: Sandbox, pending: PendingInvocation, requestId: string): Promise<Pick<InvokeResult, 'result' | 'error'>> {
+    // Never settles once the module has loaded: from then on only the answer or the exit counts.
+    const initTimeout = Promise.race([box.api.initialised.then(() => false), sleep(INIT_TIMEOUT_MS, true, { ref: false })])
+      .then((timedOut) => (timedOut ? { kind: 'init-timeout' as const } : new Promise<never>(() => {})))
+    const first = await Promise.race([pending.outcome, box.exited.then((exit) => ({ kind: 'exit' as const, exit })), initTimeout])
+    switch (first.kind) {
+      case 'response':
+        return { result: JSON.parse(first.body) }
+      case 'error':
+        return { error: parseError(first) }
+      case 'exit':
+        return { error: box.api.initError ? parseError(box.api.initError) : exitError(requestId, first.exit) }
+      case 'init-timeout':
+        await box.kill()
+        return { error: { errorType: 'Sandbox.Timedout', errorMessage: `RequestId: ${requestId} Error: Init timed out after ${(INIT_TIMEOUT_MS / 1000).toFixed(2)} seconds` } }
     }
   }
 

@@ -33,7 +33,12 @@ export interface SandboxOptions {
   handlerFile: string
   handlerExport: string
   env: Record<string, string>
+  /** Polling loops per runtime thread. */
   concurrency: number
+  /** Worker threads the runtime's main thread starts (Lambda Managed Instances); 0: none. */
+  threads: number
+  /** What the runtime's main thread does on SIGTERM (threads > 0). */
+  mainSigterm: 'none' | 'exit'
   onLog: (line: string) => void
 }
 
@@ -55,7 +60,8 @@ export class Sandbox {
   private constructor(
     private readonly child: ChildProcess & { pid: number },
     readonly api: RuntimeApi,
-    private readonly concurrency: number,
+    /** Polls that wait at once when every loop of every thread is idle. */
+    private readonly loops: number,
     onLog: (line: string) => void,
   ) {
     this.pid = child.pid
@@ -87,7 +93,7 @@ export class Sandbox {
       await api.close()
       throw error
     }
-    return new Sandbox(child, api, opts.concurrency, opts.onLog)
+    return new Sandbox(child, api, opts.concurrency * Math.max(1, opts.threads), opts.onLog)
   }
 
   /**
@@ -97,7 +103,7 @@ export class Sandbox {
    */
   async whenIdle(): Promise<void> {
     await Promise.race([
-      this.api.whenPolling(this.concurrency),
+      this.api.whenPolling(this.loops),
       this.exited,
       sleep(IDLE_WAIT_MS, undefined, { ref: false }),
     ])
@@ -160,8 +166,14 @@ function lambdaEnv(opts: SandboxOptions, runtimeApi: string): Record<string, str
     LAMBDA_RUNTIME_DIR: dirname(BOOTSTRAP),
     _HANDLER: `${basename(opts.handlerFile, '.mjs')}.${opts.handlerExport}`,
     LAMBDA_EMULATOR_CONCURRENCY: String(opts.concurrency),
-    // How Lambda Managed Instances tell a runtime it may run invocations concurrently.
-    ...(opts.concurrency > 1 ? { AWS_LAMBDA_MAX_CONCURRENCY: String(opts.concurrency) } : {}),
+    // How Lambda Managed Instances tell a runtime it may run invocations concurrently (the
+    // environment's total), and how many worker threads the Node runtime starts.
+    ...(opts.concurrency > 1 || opts.threads > 0
+      ? { AWS_LAMBDA_MAX_CONCURRENCY: String(opts.concurrency * Math.max(1, opts.threads)) }
+      : {}),
+    ...(opts.threads > 0
+      ? { LAMBDA_EMULATOR_THREADS: String(opts.threads), AWS_LAMBDA_NODEJS_WORKER_COUNT: String(opts.threads), LAMBDA_EMULATOR_MAIN_SIGTERM: opts.mainSigterm }
+      : {}),
     ...opts.env,
   }
 }
