@@ -3,7 +3,8 @@
  * (a) connect per invocation, (b) a global connection pinged before every use, (c) warmconn and
  * (d) a raw held connection (one round trip, the physical limit), at simulated network round
  * trips of 0, 2 and 10 ms (a latency-injecting proxy) and with TLS on. Prints p50/p99 and ratios
- * to (d), writes bench/results.json and bench/chart.svg.
+ * to (d); then the concurrency table (bench/concurrency-run.ts: many callers on 2 connections,
+ * calls/s and p99). Writes bench/results.json, bench/results.md and bench/chart.svg.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -16,6 +17,7 @@ import { chart } from './chart.js'
 import { progress } from './progress.js'
 import { enableTls, makeCa } from '../test/fixtures/security-tls.js'
 import { runWorkers, WORKER_PATTERNS } from './workers.js'
+import { concurrencyReport, runConcurrency, type ConcurrencyRun } from './concurrency-run.js'
 
 const quick = process.argv.includes('--quick')
 // `--only=<regexp>`: just the in-process patterns it matches, printed, no files written (a quick
@@ -40,6 +42,7 @@ interface Row {
 }
 
 const rows: Row[] = []
+let concurrency: ConcurrencyRun | undefined
 const pg = await startPostgres()
 const tls = makeCa()
 const dir = mkdtempSync(join(tmpdir(), 'warmconn-bench-'))
@@ -92,6 +95,8 @@ try {
     }
   }
   bar.end()
+  // Many callers at once (issue 19), on the same server and proxy, after the latency rows.
+  if (only === undefined) concurrency = await runConcurrency(pg, proxy, quick, (label) => console.error(`concurrency: ${label}`))
   report()
 } finally {
   await cleanup()
@@ -150,11 +155,12 @@ function report(): void {
     const perRequest = rows.find((r) => r.env === 'workers' && r.distanceMs === d && r.pattern.startsWith('per-request'))
     if (durable && perRequest) out.push(`- Durable Object vs per-request at ${d} ms: ${durable.p50.toFixed(2)} vs ${perRequest.p50.toFixed(2)} ms -> ${durable.p50 < perRequest.p50 ? 'met' : 'NOT met'}`)
   }
+  if (concurrency) out.push('', ...concurrencyReport(concurrency))
   const text = out.join('\n')
   console.log(`\n${text}`)
   if (only !== undefined) return
   const suffix = quick ? '-quick' : ''
-  writeFileSync(join('bench', `results${suffix}.json`), JSON.stringify({ date: new Date().toISOString(), quick, n, node: process.version, rows }, null, 2) + '\n')
+  writeFileSync(join('bench', `results${suffix}.json`), JSON.stringify({ date: new Date().toISOString(), quick, n, node: process.version, rows, concurrency }, null, 2) + '\n')
   writeFileSync(join('bench', `results${suffix}.md`), text + '\n')
   writeFileSync(join('bench', `chart${suffix}.svg`), chart(rows.map((r) => ({ group: groupKey(r), pattern: r.pattern, p50: r.p50 })), 'warmconn: p50 latency per invocation'))
   console.log(`\nwrote bench/results${suffix}.json, bench/results${suffix}.md, bench/chart${suffix}.svg`)
