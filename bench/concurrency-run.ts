@@ -14,11 +14,19 @@ import postgres from 'postgres'
 import { Holder } from '../src/index.js'
 import { postgresDriver } from '../src/drivers/postgres.js'
 import { pgDriver, warmPool } from '../src/drivers/pg.js'
-import type { startPostgres } from '../test/harness/pg.js'
-import type { startProxy } from '../test/harness/proxy.js'
+import type { TestPg } from '../test/harness/pg.js'
+import type { FaultProxy } from '../test/harness/proxy.js'
 import { startWorker } from '../test/harness/worker.js'
+import { percentile, summarize } from './stats.js'
 
 const CONNECTIONS = 2
+// The subjects the targets compare, named once for the table and the report.
+const RAW = 'raw postgres.js (max 2)'
+const SHARED = 'warmconn shared (pipelined)'
+const PG_POOL = 'pg.Pool (max 2)'
+const WARM_POOL = 'warmPool'
+const SHARD = 'Durable Object shard, shared (default)'
+const SHARD_ONE_AT_A_TIME = 'Durable Object shard, maxPipelined 1'
 // A round lasts a fixed time, every caller calling back to back until it is up: a round of a few
 // calls per caller would count whole round trips, and one more round trip in a round of five
 // moves the rate by 15% (what two earlier runs read as 0.88x at 20 ms).
@@ -45,7 +53,7 @@ type Read = (n: number) => Promise<unknown>
 interface Subject { name: string; setup(url: string): Promise<{ read: Read; close(): Promise<void> }> }
 
 const subjects: Subject[] = [
-  { name: 'raw postgres.js (max 2)', async setup(url) {
+  { name: RAW, async setup(url) {
     const sql = postgres(url, { max: CONNECTIONS, fetch_types: false, ...quiet })
     return { read: (n) => sql`select ${n}::int as n`, close: () => sql.end({ timeout: 1 }) }
   } },
@@ -53,7 +61,7 @@ const subjects: Subject[] = [
     const h = new Holder(postgresDriver(url, quiet), { maxConnections: CONNECTIONS, acquireTimeoutMs: 60_000 })
     return { read: (n) => h.run((sql) => sql`select ${n}::int as n`, { idempotent: true }), close: () => h.close() }
   } },
-  { name: 'warmconn shared (pipelined)', async setup(url) {
+  { name: SHARED, async setup(url) {
     const h = new Holder(postgresDriver(url, quiet), { maxConnections: CONNECTIONS, acquireTimeoutMs: 60_000 })
     return { read: (n) => h.shared((sql) => sql`select ${n}::int as n`, { idempotent: true }), close: () => h.close() }
   } },
@@ -61,11 +69,11 @@ const subjects: Subject[] = [
     const h = new Holder(pgDriver(url), { maxConnections: CONNECTIONS, acquireTimeoutMs: 60_000 })
     return { read: (n) => h.shared((client) => client.query('select $1::int as n', [n]), { idempotent: true }), close: () => h.close() }
   } },
-  { name: 'pg.Pool (max 2)', async setup(url) {
+  { name: PG_POOL, async setup(url) {
     const pool = new pg.Pool({ connectionString: url, max: CONNECTIONS })
     return { read: (n) => pool.query('select $1::int as n', [n]), close: () => pool.end() }
   } },
-  { name: 'warmPool', async setup(url) {
+  { name: WARM_POOL, async setup(url) {
     const pool = warmPool(url, { maxConnections: CONNECTIONS, acquireTimeoutMs: 60_000, idempotent: () => true })
     return { read: (n) => pool.query('select $1::int as n', [n]), close: () => pool.end() }
   } },
@@ -74,17 +82,13 @@ const subjects: Subject[] = [
 export interface ConcurrencyRow { subject: string; callers: number; rtt: number; perSecond: number; p50: number; p99: number }
 export interface ConcurrencyRun { quick: boolean; connections: number; rounds: number; roundMs: { at0: number; at20: number }; rows: ConcurrencyRow[] }
 
-type Db = Awaited<ReturnType<typeof startPostgres>>
-type Proxy = Awaited<ReturnType<typeof startProxy>>
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 function row(subject: string, callers: number, rtt: number, rates: number[], latencies: number[]): ConcurrencyRow {
-  const sorted = [...latencies].sort((a, b) => a - b)
-  return { subject, callers, rtt, perSecond: median(rates), p50: sorted[Math.floor(sorted.length / 2)]!, p99: sorted[Math.floor(sorted.length * 0.99)]! }
+  const { p50, p99 } = summarize(latencies)
+  return { subject, callers, rtt, perSecond: percentile(rates, 50), p50, p99 }
 }
 
 /** Runs every point through `proxy` (in front of `db`); `tick` hears of each finished point. */
-export async function runConcurrency(db: Db, proxy: Proxy, quick: boolean, tick: (label: string) => void = () => {}): Promise<ConcurrencyRun> {
+export async function runConcurrency(db: TestPg, proxy: FaultProxy, quick: boolean, tick: (label: string) => void = () => {}): Promise<ConcurrencyRun> {
   const callers = quick ? [1, 64] : [1, 16, 64]
   const rtts = quick ? [0, 4] : [0, 4, 20]
   const rounds = quick ? 3 : 7
@@ -114,7 +118,7 @@ export async function runConcurrency(db: Db, proxy: Proxy, quick: boolean, tick:
   // A Durable Object shard: the example Worker's GET /db (a query and a stats call over RPC to
   // one object holding one connection) in Miniflare, concurrent requests pipelined on the
   // object's connection (the default) or one at a time on it (maxPipelined 1, as before).
-  for (const [label, extra] of [['Durable Object shard, shared (default)', {}], ['Durable Object shard, maxPipelined 1', { WARMCONN_MAX_PIPELINED: '1' }]] as const) {
+  for (const [label, extra] of [[SHARD, {}], [SHARD_ONE_AT_A_TIME, { WARMCONN_MAX_PIPELINED: '1' }]] as const) {
     const worker = await startWorker({ entry: 'functions/worker.ts', bindings: { DATABASE_URL: db.urlFor({ port: proxy.port }), ...extra } })
     try {
       for (const rtt of rtts) {
@@ -157,22 +161,22 @@ export function concurrencyReport(run: ConcurrencyRun): string[] {
     'Targets (issue 19), ratios in this run:',
   ]
   for (const rtt of rtts) for (const c of callers) {
-    const raw = find('raw postgres.js (max 2)', c, rtt)
-    const shared = find('warmconn shared (pipelined)', c, rtt)
+    const raw = find(RAW, c, rtt)
+    const shared = find(SHARED, c, rtt)
     const throughput = shared.perSecond / raw.perSecond
     const p50 = shared.p50 / raw.p50
     const latency = c === 1 ? `, p50 ${p50.toFixed(2)}x (target <= 1.05)` : ''
     out.push(`- ${rtt} ms, ${c} callers: shared ${throughput.toFixed(2)}x raw postgres.js throughput (target >= 0.90)${latency} -> ${verdict(throughput >= 0.9 && (c !== 1 || p50 <= 1.05))}`)
   }
   for (const rtt of rtts) for (const c of callers.filter((x) => x > 1)) {
-    const pool = find('pg.Pool (max 2)', c, rtt)
-    const warm = find('warmPool', c, rtt)
+    const pool = find(PG_POOL, c, rtt)
+    const warm = find(WARM_POOL, c, rtt)
     const ratio = warm.perSecond / pool.perSecond
     out.push(`- ${rtt} ms, ${c} callers: warmPool ${ratio.toFixed(2)}x pg.Pool throughput${c === 64 && rtt === 4 ? ` (target >= 3) -> ${verdict(ratio >= 3)}` : ''}`)
   }
   for (const rtt of rtts) for (const c of callers.filter((x) => x > 1)) {
-    const shard = find('Durable Object shard, shared (default)', c, rtt)
-    const one = find('Durable Object shard, maxPipelined 1', c, rtt)
+    const shard = find(SHARD, c, rtt)
+    const one = find(SHARD_ONE_AT_A_TIME, c, rtt)
     out.push(`- ${rtt} ms, ${c} callers: a Durable Object shard ${Math.round(shard.perSecond)} requests/s pipelined vs ${Math.round(one.perSecond)} one at a time (${(shard.perSecond / one.perSecond).toFixed(2)}x)`)
   }
   return out
